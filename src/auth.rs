@@ -1,0 +1,129 @@
+//! Credentials: making, recognising and hashing API keys and agent tokens.
+//!
+//! Neither kind is ever stored in the clear ("Decisions for appliance" 2): the
+//! database holds SHA-256 digests, so a stolen database file or backup cannot be
+//! used to sign in. Pure functions; no SQL, no HTTP.
+
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+const ALPHANUMERIC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+pub const API_KEY_ID_LEN: usize = 10;
+pub const API_KEY_SECRET_LEN: usize = 22;
+
+fn random_alphanumeric(len: usize) -> String {
+    (0..len)
+        .map(|_| char::from(ALPHANUMERIC[rand::random_range(0..ALPHANUMERIC.len())]))
+        .collect()
+}
+
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+/// A freshly made API key, in Coder's `<id:10>-<secret:22>` format.
+pub struct NewApiKey {
+    /// The whole key, shown to the user once.
+    pub key: String,
+    /// The public part, the row's primary key.
+    pub id: String,
+    /// SHA-256 of the secret part: all the database keeps.
+    pub hashed_secret: [u8; 32],
+}
+
+pub fn new_api_key() -> NewApiKey {
+    let id = random_alphanumeric(API_KEY_ID_LEN);
+    let secret = random_alphanumeric(API_KEY_SECRET_LEN);
+    NewApiKey {
+        key: format!("{id}-{secret}"),
+        hashed_secret: sha256(secret.as_bytes()),
+        id,
+    }
+}
+
+/// Splits an API key into (id, secret) if it has Coder's shape.
+pub fn split_api_key(key: &str) -> Option<(&str, &str)> {
+    let (id, secret) = key.split_once('-')?;
+    let alnum = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric());
+    (id.len() == API_KEY_ID_LEN && secret.len() == API_KEY_SECRET_LEN && alnum(id) && alnum(secret))
+        .then_some((id, secret))
+}
+
+/// Compares digests without leaking where they differ.
+pub fn digests_equal(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A freshly made agent token: a UUIDv4 string, as Coder's agents expect.
+pub struct NewAgentToken {
+    pub token: String,
+    pub hash: [u8; 32],
+}
+
+pub fn new_agent_token() -> NewAgentToken {
+    let token = Uuid::new_v4().to_string();
+    NewAgentToken {
+        hash: agent_token_hash(&token),
+        token,
+    }
+}
+
+/// The digest stored for an agent token. The token is normalised through its
+/// UUID form first, so upper-case or braced spellings of the same token match.
+pub fn agent_token_hash(token: &str) -> [u8; 32] {
+    match Uuid::parse_str(token) {
+        Ok(u) => sha256(u.hyphenated().to_string().as_bytes()),
+        Err(_) => sha256(token.as_bytes()),
+    }
+}
+
+/// How many tokens an agent may hold at once; minting one more revokes the
+/// oldest. Bounds the rows a retry storm of instance-identity sign-ins can add.
+pub const MAX_LIVE_AGENT_TOKENS: usize = 8;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_keys_have_coders_shape_and_split_back() {
+        let k = new_api_key();
+        assert_eq!(k.key.len(), 33);
+        let (id, secret) = split_api_key(&k.key).expect("own keys split");
+        assert_eq!(id, k.id);
+        assert_eq!(sha256(secret.as_bytes()), k.hashed_secret);
+        assert_ne!(new_api_key().key, k.key);
+    }
+
+    #[test]
+    fn malformed_api_keys_are_refused() {
+        for bad in [
+            "",
+            "abc",
+            "0123456789-",
+            "0123456789-012345678901234567890",
+            "012345678-0123456789012345678901",
+            "0123456789_0123456789012345678901",
+            "01234567é9-0123456789012345678901",
+        ] {
+            assert!(split_api_key(bad).is_none(), "{bad:?}");
+        }
+        assert!(split_api_key("0123456789-0123456789012345678901").is_some());
+    }
+
+    #[test]
+    fn agent_tokens_are_uuids_and_hash_case_insensitively() {
+        let t = new_agent_token();
+        let parsed = Uuid::parse_str(&t.token).expect("uuid");
+        assert_eq!(parsed.get_version_num(), 4);
+        assert_eq!(agent_token_hash(&t.token.to_uppercase()), t.hash);
+        assert_ne!(agent_token_hash("not-a-uuid"), t.hash);
+    }
+
+    #[test]
+    fn digest_comparison() {
+        assert!(digests_equal(&[1, 2, 3], &[1, 2, 3]));
+        assert!(!digests_equal(&[1, 2, 3], &[1, 2, 4]));
+        assert!(!digests_equal(&[1, 2], &[1, 2, 3]));
+    }
+}

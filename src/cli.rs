@@ -1,0 +1,614 @@
+//! The command line: `serve` and the admin commands.
+//!
+//! Every admin command opens the same database file as the server (WAL and a
+//! busy timeout make that safe while a server runs), prints plain text for
+//! people or `--output json` for scripts, and fails with one line that says what
+//! to do next.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::json;
+use time::OffsetDateTime;
+
+use crate::app::App;
+use crate::config::{self, Config};
+use crate::store::{self, Store, StoreError};
+use crate::{auth, manifest, server, telemetry};
+
+const ABOUT: &str =
+    "Self-hosted control plane for Coder workspace agents: one binary, one SQLite file.";
+
+const AFTER_HELP: &str = "\
+Configuration comes from, lowest to highest: built-in defaults, the TOML file
+(--config or APPLIANCE_CONFIG, else /etc/appliance/appliance.toml if present),
+APPLIANCE_* environment variables (nested keys joined by __, e.g.
+APPLIANCE_LOG__FILTER), and flags. `appliance check-config` shows the result.
+
+Quick start:
+  appliance serve                                  # creates ./appliance.db, listens on 127.0.0.1:3000
+  appliance token create --user admin              # an API key for the first admin
+  appliance workspace apply config/examples/single-agent.toml";
+
+#[derive(Debug, Parser)]
+#[command(name = "appliance", version, about = ABOUT, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Configuration file (TOML). Env: APPLIANCE_CONFIG.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// SQLite database file [default: appliance.db]. Env: APPLIANCE_DB.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// Output format of admin commands.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// For people.
+    Text,
+    /// For scripts: one JSON document on stdout.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (creates and migrates the database if needed).
+    Serve(ServeArgs),
+    /// Bring the database schema up to date, then exit.
+    Migrate,
+    /// Print the effective configuration and where each value came from.
+    CheckConfig,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Create, rebuild, stop and delete workspaces from manifests.
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:3000]. Env: APPLIANCE_LISTEN.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// The URL agents and browsers reach this server at [default: http://<listen>]. Env: APPLIANCE_ACCESS_URL.
+    #[arg(long, value_name = "URL")]
+    pub access_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user.
+    Create {
+        /// Username: letters, digits and single hyphens, at most 32 characters.
+        name: String,
+        #[arg(long, default_value = "")]
+        email: String,
+        #[arg(long, value_enum, default_value_t = Role::Member)]
+        role: Role,
+    },
+    /// List users.
+    List,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// Reads every workspace and agent.
+    Admin,
+    /// Reads their own workspaces and agents.
+    Member,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Member => "member",
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an API key for a user and print it (shown only this once).
+    Create {
+        /// The user the key signs in as.
+        #[arg(long)]
+        user: String,
+        /// How long the key is valid: e.g. 12h, 30d, 365d.
+        #[arg(long, default_value = "30d")]
+        lifetime: String,
+        /// A label to recognise the key by.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// Create the workspace a manifest describes, or record a new build of it.
+    Apply {
+        /// Manifest file (TOML, or JSON with a .json extension).
+        file: PathBuf,
+    },
+    /// List live workspaces.
+    List,
+    /// Show a workspace, its latest build and its agents.
+    Show(WorkspaceRef),
+    /// Record a stop build: the workspace's agents go away.
+    Stop(WorkspaceRef),
+    /// Delete the workspace and all its agents.
+    Delete(WorkspaceRef),
+}
+
+#[derive(Debug, Args)]
+pub struct WorkspaceRef {
+    /// Workspace name.
+    pub name: String,
+    /// Owner's username (needed when several users have a workspace of that name).
+    #[arg(long)]
+    pub owner: Option<String>,
+}
+
+/// Runs the command; the caller prints the error and sets the exit code.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    // vars_os: a non-UTF-8 variable elsewhere in the environment must not panic.
+    let env: BTreeMap<String, String> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    let (listen, access_url) = match &cli.command {
+        Command::Serve(a) => (a.listen, a.access_url.clone()),
+        _ => (None, None),
+    };
+    let overrides = config::Overrides {
+        config: cli.config.clone(),
+        db: cli.db.clone(),
+        listen,
+        access_url,
+    };
+    let loaded = config::load(&overrides, &env).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    let out = Printer { format: cli.output };
+    match cli.command {
+        Command::Serve(_) => serve(loaded.config),
+        Command::CheckConfig => {
+            match out.format {
+                Output::Json => out.json(&loaded.render_json()),
+                Output::Text => out.text(&loaded.render_text()),
+            }
+            Ok(())
+        }
+        Command::Migrate => {
+            let store = open_store(&loaded.config, false)?;
+            let (before, after) = store.migrate()?;
+            out.emit(
+                &json!({"db": store.path(), "from_version": before, "to_version": after}),
+                || {
+                    if before == after {
+                        format!(
+                            "{}: schema is up to date (version {after})",
+                            store.path().display()
+                        )
+                    } else {
+                        format!(
+                            "{}: migrated schema from version {before} to {after}",
+                            store.path().display()
+                        )
+                    }
+                },
+            );
+            Ok(())
+        }
+        Command::User(cmd) => user(&open_store(&loaded.config, true)?, cmd, &out),
+        Command::Token(cmd) => token(&open_store(&loaded.config, true)?, cmd, &out),
+        Command::Workspace(cmd) => workspace(&open_store(&loaded.config, true)?, cmd, &out),
+    }
+}
+
+fn open_store(config: &Config, migrate: bool) -> anyhow::Result<Store> {
+    let options = store::Options {
+        busy_timeout: config.database.busy_timeout,
+        pool_size: config.database.pool_size,
+    };
+    let store = Store::open(&config.db, &options)
+        .with_context(|| format!("opening the database {}", config.db.display()))?;
+    if migrate {
+        store.migrate().context("migrating the database schema")?;
+    }
+    Ok(store)
+}
+
+struct Printer {
+    format: Output,
+}
+
+impl Printer {
+    fn json(&self, value: &serde_json::Value) {
+        let mut stdout = std::io::stdout().lock();
+        let _ = serde_json::to_writer_pretty(&mut stdout, value);
+        let _ = writeln!(stdout);
+    }
+
+    fn text(&self, text: &str) {
+        let mut stdout = std::io::stdout().lock();
+        let _ = write!(stdout, "{text}");
+        if !text.ends_with('\n') {
+            let _ = writeln!(stdout);
+        }
+    }
+
+    fn emit(&self, value: &serde_json::Value, text: impl FnOnce() -> String) {
+        match self.format {
+            Output::Json => self.json(value),
+            Output::Text => self.text(&text()),
+        }
+    }
+}
+
+fn valid_username(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--")
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+fn find_user(store: &Store, name: &str) -> anyhow::Result<store::users::UserRow> {
+    store
+        .read(|c| store::users::user_by_name(c, name))?
+        .with_context(|| {
+            format!("unknown user \"{name}\": create it with `appliance user create {name}`")
+        })
+}
+
+fn user_json(u: &store::users::UserRow) -> serde_json::Value {
+    json!({"id": u.id, "username": u.username, "email": u.email, "role": u.role})
+}
+
+fn user(store: &Store, cmd: UserCommand, out: &Printer) -> anyhow::Result<()> {
+    match cmd {
+        UserCommand::Create { name, email, role } => {
+            if !valid_username(&name) {
+                bail!(
+                    "\"{name}\" is not a valid username: use letters, digits and single hyphens, at most 32 characters"
+                );
+            }
+            let now = OffsetDateTime::now_utc();
+            let user = store
+                .write(|tx| store::users::insert_user(tx, &name, &email, role.as_str(), now))
+                .map_err(|e| match e {
+                    StoreError::Conflict(m) => anyhow::anyhow!("{m}: pick another name"),
+                    other => other.into(),
+                })?;
+            out.emit(&user_json(&user), || {
+                format!(
+                    "created {} \"{}\" ({})\nnext: appliance token create --user {}",
+                    user.role, user.username, user.id, user.username
+                )
+            });
+        }
+        UserCommand::List => {
+            let users = store.read(store::users::list_users)?;
+            out.emit(
+                &json!(users.iter().map(user_json).collect::<Vec<_>>()),
+                || {
+                    let mut s = format!("{:<24} {:<8} {:<36} EMAIL\n", "USERNAME", "ROLE", "ID");
+                    for u in &users {
+                        s.push_str(&format!(
+                            "{:<24} {:<8} {:<36} {}\n",
+                            u.username, u.role, u.id, u.email
+                        ));
+                    }
+                    s
+                },
+            );
+        }
+    }
+    Ok(())
+}
+
+fn token(store: &Store, cmd: TokenCommand, out: &Printer) -> anyhow::Result<()> {
+    let TokenCommand::Create {
+        user,
+        lifetime,
+        name,
+    } = cmd;
+    let lifetime = config::parse_duration(&lifetime)
+        .map_err(|e| anyhow::anyhow!("--lifetime {lifetime:?}: {e}; use e.g. 12h, 30d"))?;
+    if lifetime.is_zero() {
+        bail!("--lifetime must be longer than zero");
+    }
+    let user = find_user(store, &user)?;
+    let now = OffsetDateTime::now_utc();
+    let expires_at = time::Duration::try_from(lifetime)
+        .ok()
+        .and_then(|d| now.checked_add(d))
+        .context("--lifetime is too long")?;
+    let key = auth::new_api_key();
+    store.write(|tx| {
+        store::users::insert_api_key(
+            tx,
+            &key.id,
+            &key.hashed_secret,
+            user.id,
+            &name,
+            now,
+            expires_at,
+        )
+    })?;
+    out.emit(&json!({"token": key.key}), || key.key.clone());
+    Ok(())
+}
+
+fn resolve_workspace(
+    store: &Store,
+    r: &WorkspaceRef,
+) -> anyhow::Result<store::workspaces::WorkspaceRow> {
+    if let Some(owner) = &r.owner {
+        let user = find_user(store, owner)?;
+        return store
+            .read(|c| store::workspaces::live_workspace(c, user.id, &r.name))?
+            .with_context(|| format!("user \"{owner}\" has no workspace named \"{}\": see `appliance workspace list`", r.name));
+    }
+    let mut found = store.read(|c| store::workspaces::live_workspaces_named(c, &r.name))?;
+    match found.len() {
+        0 => bail!(
+            "no workspace named \"{}\": see `appliance workspace list`",
+            r.name
+        ),
+        1 => Ok(found.remove(0)),
+        _ => bail!(
+            "several users have a workspace named \"{}\": pass --owner (one of {})",
+            r.name,
+            found
+                .iter()
+                .map(|w| w.owner_name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+fn workspace(store: &Store, cmd: WorkspaceCommand, out: &Printer) -> anyhow::Result<()> {
+    let now = OffsetDateTime::now_utc();
+    match cmd {
+        WorkspaceCommand::Apply { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading the manifest {}", file.display()))?;
+            let ws = manifest::parse(&file.display().to_string(), &text)
+                .map_err(|e| anyhow::anyhow!("invalid manifest:\n{e}"))?;
+            let owner = find_user(store, &ws.owner)?;
+            // Tokens are minted in the same transaction that records the agents.
+            let (applied, tokens) = store.write(|tx| {
+                let applied = store::workspaces::apply(tx, &ws, owner.id, owner.id, now)?;
+                let mut tokens = BTreeMap::new();
+                for agent in applied
+                    .agents
+                    .iter()
+                    .filter(|a| a.auth == manifest::AgentAuth::Token)
+                {
+                    let t = auth::new_agent_token();
+                    store::agents::insert_agent_token(
+                        tx,
+                        agent.id,
+                        &t.hash,
+                        now,
+                        auth::MAX_LIVE_AGENT_TOKENS,
+                    )?;
+                    tokens.insert(agent.id, t.token);
+                }
+                Ok((applied, tokens))
+            })?;
+            let agents: Vec<_> = applied
+                .agents
+                .iter()
+                .map(|a| {
+                    let mut v = json!({"id": a.id, "name": a.name, "parent_id": a.parent_id, "auth": a.auth.as_str()});
+                    if let Some(t) = tokens.get(&a.id) {
+                        v["token"] = json!(t);
+                    }
+                    v
+                })
+                .collect();
+            out.emit(
+                &json!({
+                    "workspace": {"id": applied.workspace.id, "name": applied.workspace.name, "owner": applied.workspace.owner_name},
+                    "build": {"id": applied.build.id, "number": applied.build.number},
+                    "agents": agents,
+                }),
+                || {
+                    let mut s = format!(
+                        "workspace {}/{} build #{} ({} agent{})\n",
+                        applied.workspace.owner_name,
+                        applied.workspace.name,
+                        applied.build.number,
+                        applied.agents.len(),
+                        if applied.agents.len() == 1 { "" } else { "s" }
+                    );
+                    for a in &applied.agents {
+                        s.push_str(&format!("  agent {:<20} {}  auth={}", a.name, a.id, a.auth.as_str()));
+                        if let Some(p) = a.parent_id {
+                            s.push_str(&format!(" parent={p}"));
+                        }
+                        s.push('\n');
+                        if let Some(t) = tokens.get(&a.id) {
+                            s.push_str(&format!("    token (shown once): {t}\n"));
+                        }
+                    }
+                    s
+                },
+            );
+        }
+        WorkspaceCommand::List => {
+            let list = store.read(store::workspaces::list)?;
+            let rows: Vec<_> = list
+                .iter()
+                .map(|s| {
+                    json!({
+                        "id": s.workspace.id, "name": s.workspace.name, "owner": s.workspace.owner_name,
+                        "latest_build": s.latest_build.as_ref().map(|b| json!({"id": b.id, "number": b.number, "transition": b.transition})),
+                        "agents": s.live_agents,
+                    })
+                })
+                .collect();
+            out.emit(&json!(rows), || {
+                let mut s = format!(
+                    "{:<16} {:<24} {:>6} {:<10} {:>6}\n",
+                    "OWNER", "NAME", "BUILD", "STATE", "AGENTS"
+                );
+                for w in &list {
+                    let (n, t) = w
+                        .latest_build
+                        .as_ref()
+                        .map(|b| (b.number, b.transition.as_str()))
+                        .unwrap_or((0, "-"));
+                    s.push_str(&format!(
+                        "{:<16} {:<24} {:>6} {:<10} {:>6}\n",
+                        w.workspace.owner_name, w.workspace.name, n, t, w.live_agents
+                    ));
+                }
+                s
+            });
+        }
+        WorkspaceCommand::Show(r) => {
+            let w = resolve_workspace(store, &r)?;
+            let build = store.read(|c| store::workspaces::latest_build(c, w.id))?;
+            let agents = match &build {
+                Some(b) => store.read(|c| store::workspaces::build_agents(c, b.id))?,
+                None => Vec::new(),
+            };
+            out.emit(
+                &json!({
+                    "workspace": {"id": w.id, "name": w.name, "owner": w.owner_name},
+                    "build": build.as_ref().map(|b| json!({"id": b.id, "number": b.number, "transition": b.transition, "created_at": crate::sdk::rfc3339::format(&b.created_at)})),
+                    "agents": agents.iter().map(|a| json!({"id": a.id, "name": a.name, "parent_id": a.parent_id, "auth": a.auth.as_str(), "resource": a.resource_name})).collect::<Vec<_>>(),
+                }),
+                || {
+                    let mut s = format!("workspace {}/{} ({})\n", w.owner_name, w.name, w.id);
+                    if let Some(b) = &build {
+                        s.push_str(&format!(
+                            "latest build #{} {} at {}\n",
+                            b.number,
+                            b.transition,
+                            crate::sdk::rfc3339::format(&b.created_at)
+                        ));
+                    }
+                    for a in &agents {
+                        s.push_str(&format!(
+                            "  agent {:<20} {}  auth={} resource={}\n",
+                            a.name,
+                            a.id,
+                            a.auth.as_str(),
+                            a.resource_name
+                        ));
+                    }
+                    s
+                },
+            );
+        }
+        WorkspaceCommand::Stop(r) => {
+            let w = resolve_workspace(store, &r)?;
+            let b = store.write(|tx| store::workspaces::stop(tx, w.id, w.owner_id, now))?;
+            out.emit(&json!({"workspace": {"id": w.id, "name": w.name, "owner": w.owner_name}, "build": {"id": b.id, "number": b.number}}), || {
+                format!("workspace {}/{} stopped (build #{})", w.owner_name, w.name, b.number)
+            });
+        }
+        WorkspaceCommand::Delete(r) => {
+            let w = resolve_workspace(store, &r)?;
+            let b = store.write(|tx| store::workspaces::delete(tx, w.id, w.owner_id, now))?;
+            out.emit(&json!({"workspace": {"id": w.id, "name": w.name, "owner": w.owner_name}, "build": {"id": b.id, "number": b.number}}), || {
+                format!("workspace {}/{} deleted (build #{})", w.owner_name, w.name, b.number)
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The name of the admin created on a new, empty database.
+pub const FIRST_ADMIN: &str = "admin";
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    telemetry::init(
+        &config.log.filter,
+        config.log.format == config::LogFormat::Json,
+    );
+    let store = open_store(&config, false)?;
+    let (before, after) = store.migrate().context("migrating the database schema")?;
+    if before != after {
+        tracing::info!(from = before, to = after, "database schema migrated");
+    }
+    let now = OffsetDateTime::now_utc();
+    let created_admin = store.write(|tx| {
+        if store::users::count_users(tx)? > 0 {
+            return Ok(None);
+        }
+        store::users::insert_user(tx, FIRST_ADMIN, "", "admin", now).map(Some)
+    })?;
+    if let Some(admin) = created_admin {
+        tracing::info!(
+            user = %admin.username,
+            "new database: created the first admin user \"{}\"; get an API token with: appliance token create --user {} --db {}",
+            admin.username,
+            admin.username,
+            config.db.display()
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("appliance")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let mut config = config;
+        let bound = server::bind(config.listen).await?;
+        if config.listen.port() == 0 && config.access_url.ends_with(":0") {
+            // Derived from an ephemeral port: name the port actually bound.
+            config.access_url = format!("http://{}", bound.addr);
+        }
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            db = %config.db.display(),
+            schema = after,
+            access_url = %config.access_url,
+            "listening on http://{}",
+            bound.addr
+        );
+        let app = App::new(store, config);
+        server::run(bound, app, server::shutdown_signal()).await
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn usernames() {
+        for ok in ["alice", "a", "bob-2", "A1"] {
+            assert!(valid_username(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "a--b", "a b", "ä", &"x".repeat(33)] {
+            assert!(!valid_username(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! `ApiError`: every failure a handler can answer with, rendered as Coder's
+//! `codersdk.Response` JSON; and the one rejection handler for what warp itself
+//! refuses (unknown routes, oversized or malformed bodies).
+//!
+//! Handlers return `Result<_, ApiError>` and are attached with `.then`, so
+//! application errors never travel as warp rejections (which would fall
+//! through to other routes and turn into 405s). Internal errors are logged here
+//! with their cause and answered with a generic message.
+
+use std::convert::Infallible;
+
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Rejection, Reply};
+
+use crate::sdk;
+use crate::store::StoreError;
+
+/// The largest request body accepted, as upstream (4 MiB).
+pub const MAX_BODY_BYTES: u64 = 4 << 20;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub body: sdk::Response,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            body: sdk::Response {
+                message: message.into(),
+                detail: None,
+                validations: Vec::new(),
+            },
+        }
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> ApiError {
+        self.body.detail = Some(detail.into());
+        self
+    }
+
+    pub fn validation(mut self, field: impl Into<String>, detail: impl Into<String>) -> ApiError {
+        self.body.validations.push(sdk::ValidationError {
+            field: field.into(),
+            detail: detail.into(),
+        });
+        self
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// A server-side failure: the cause goes to the log, the client gets
+    /// `message` and nothing that could leak internals.
+    pub fn internal(message: impl Into<String>, cause: &dyn std::fmt::Display) -> ApiError {
+        let message = message.into();
+        tracing::error!(error = %cause, "{message}");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::NotFound => {
+                ApiError::not_found("Resource not found or you do not have access to this resource")
+            }
+            StoreError::Conflict(msg) => ApiError::new(StatusCode::CONFLICT, msg),
+            other => ApiError::internal("An internal server error occurred.", &other),
+        }
+    }
+}
+
+impl Reply for ApiError {
+    fn into_response(self) -> Response {
+        json_response(self.status, &self.body)
+    }
+}
+
+/// JSON the way coderd writes it: `application/json; charset=utf-8` and a
+/// trailing newline (Go's `json.Encoder`).
+pub fn json_response<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
+    let mut body = match serde_json::to_vec(value) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "could not encode a response");
+            return warp::reply::with_status(
+                "{\"message\":\"An internal server error occurred.\"}\n",
+                StatusCode::INTERNAL_SERVER_ERROR,
+            )
+            .into_response();
+        }
+    };
+    body.push(b'\n');
+    let mut resp = Response::new(body.into());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    resp
+}
+
+/// Turns a handler result into a response.
+pub fn respond<R: Reply>(result: Result<R, ApiError>) -> Response {
+    match result {
+        Ok(r) => r.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Renders what warp rejected before any handler ran.
+pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+    let err = if rejection.is_not_found() {
+        ApiError::not_found("Route not found.")
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large.").detail(format!(
+            "Maximum request body size is {MAX_BODY_BYTES} bytes."
+        ))
+    } else if let Some(e) = rejection.find::<warp::filters::body::BodyDeserializeError>() {
+        use std::error::Error as _;
+        let detail = e
+            .source()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| e.to_string());
+        ApiError::bad_request("Request body must be valid JSON.").detail(detail)
+    } else if rejection
+        .find::<warp::reject::UnsupportedMediaType>()
+        .is_some()
+    {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported content type.",
+        )
+        .detail("Send the body as application/json.")
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        // warp reports a path that exists under another method this way; Coder's
+        // router answers 405 with its usual body.
+        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.")
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
+        ApiError::bad_request("Invalid query parameters.").detail(e.to_string())
+    } else if let Some(e) = rejection.find::<warp::reject::MissingHeader>() {
+        ApiError::bad_request(format!("Missing header \"{}\".", e.name()))
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
+        ApiError::bad_request(format!("Invalid header \"{}\".", e.name()))
+    } else {
+        ApiError::internal(
+            "An internal server error occurred.",
+            &format!("{rejection:?}"),
+        )
+    };
+    Ok(err.into_response())
+}

@@ -1,0 +1,30 @@
+//! appliance: Coder's workspace-agent API for people who run their own
+//! machines, in one process on one SQLite file.
+//!
+//! # Layout
+//!
+//! - `cli`: the command line (`serve` and the admin commands); `main.rs` only calls it.
+//! - `config`: defaults < TOML file < `APPLIANCE_*` env < flags, validated once.
+//! - `server`: binds, serves, shuts down gracefully. `routes`: the routing table
+//!   and handlers; with `error` (Coder's error bodies) the only code that knows warp.
+//! - `sdk`: the wire types, shaped exactly like Coder's JSON.
+//! - `store`: the only code that speaks SQL; migrations and `schema.sql`.
+//! - `manifest`: workspace manifests (what an operator writes instead of a template).
+//! - `auth`: API keys and agent tokens; only their SHA-256 digests are stored.
+//! - `agent_status`: connection status and health, derived from timestamps.
+//! - `telemetry`: logging.
+//!
+//! See ARCHITECTURE.md for the invariants.
+
+pub mod agent_status;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod manifest;
+pub mod routes;
+pub mod sdk;
+pub mod server;
+pub mod store;
+pub mod telemetry;

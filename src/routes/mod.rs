@@ -1,0 +1,86 @@
+//! The HTTP layer: THE routing table, and the only place (with `error.rs` and
+//! `server.rs`) that knows warp.
+//!
+//! Each resource file starts with a `routes(&App)` function listing its routes
+//! (path and method, then extractors, then `.then(handler)`), followed by its
+//! handlers as plain async functions returning `Result<_, ApiError>`.
+
+mod agents;
+mod filters;
+mod health;
+mod session;
+
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+
+use crate::app::App;
+use crate::error;
+
+/// Every route, the rejection handler, and per-request logging.
+pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
+    health::routes()
+        .or(agents::routes(app))
+        .unify()
+        .recover(error::recover)
+        .unify()
+        .with(warp::log::custom(log_request))
+        .map(warp::Reply::into_response)
+        .boxed()
+}
+
+/// The route template of a path: ids replaced by the parameter they fill, so
+/// log lines and metrics group by route, not by agent.
+pub fn route_template(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut segments = path.split('/').peekable();
+    let mut previous = "";
+    while let Some(seg) = segments.next() {
+        if uuid::Uuid::parse_str(seg).is_ok() {
+            out.push_str(match previous {
+                "workspaceagents" => "{workspaceagent}",
+                _ => "{id}",
+            });
+        } else {
+            out.push_str(seg);
+        }
+        previous = seg;
+        if segments.peek().is_some() {
+            out.push('/');
+        }
+    }
+    out
+}
+
+/// One line per request: method, route template, status, latency. Never the
+/// query string (it may carry a session token).
+fn log_request(info: warp::log::Info<'_>) {
+    let route = route_template(info.path());
+    let status = info.status().as_u16();
+    let latency_us = info.elapsed().as_micros() as u64;
+    if route == "/healthz" {
+        tracing::debug!(method = %info.method(), route, status, latency_us, "request");
+    } else if status >= 500 {
+        tracing::error!(method = %info.method(), route, status, latency_us, "request");
+    } else {
+        tracing::info!(method = %info.method(), route, status, latency_us, "request");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_template;
+
+    #[test]
+    fn templates_hide_ids() {
+        assert_eq!(
+            route_template("/api/v2/workspaceagents/3b579bf4-1ed8-4b99-87a8-e9a1e3410410/logs"),
+            "/api/v2/workspaceagents/{workspaceagent}/logs"
+        );
+        assert_eq!(route_template("/healthz"), "/healthz");
+        assert_eq!(
+            route_template("/api/v2/workspaceagents/me/logs"),
+            "/api/v2/workspaceagents/me/logs"
+        );
+    }
+}

@@ -1,0 +1,54 @@
+//! Who is calling: user API keys (`/api/v2/...` routes other than `/me`).
+
+use time::OffsetDateTime;
+
+use crate::auth;
+use crate::error::ApiError;
+use crate::store::{self, users::UserRow};
+
+/// Coder's answer when no usable user credential came with the request. An
+/// invalid, unknown, expired or revoked key counts as none (as upstream, whose
+/// optional key middleware drops it); the detail says which, for the operator.
+fn no_credentials(detail: Option<&str>) -> ApiError {
+    let e = ApiError::unauthorized(
+        "API key or external proxy authentication required, but none provided",
+    );
+    match detail {
+        Some(d) => e.detail(d),
+        None => e,
+    }
+}
+
+/// Resolves the user an API key belongs to. Runs on a store connection.
+pub fn user_for_key(
+    conn: &store::Connection,
+    token: Option<&str>,
+    now: OffsetDateTime,
+) -> store::Result<Result<UserRow, ApiError>> {
+    let Some(token) = token else {
+        return Ok(Err(no_credentials(None)));
+    };
+    let Some((id, secret)) = auth::split_api_key(token) else {
+        return Ok(Err(no_credentials(Some(
+            "The API key is not in the <id>-<secret> format.",
+        ))));
+    };
+    let Some((key, user)) = store::users::api_key_with_user(conn, id)? else {
+        return Ok(Err(no_credentials(Some(
+            "The API key is not known to this server.",
+        ))));
+    };
+    if !auth::digests_equal(&key.hashed_secret, &auth::sha256(secret.as_bytes())) {
+        return Ok(Err(no_credentials(Some("The API key secret is invalid."))));
+    }
+    if key.revoked_at.is_some() {
+        return Ok(Err(no_credentials(Some("The API key has been revoked."))));
+    }
+    if key.expires_at <= now {
+        return Ok(Err(no_credentials(Some(&format!(
+            "The API key expired at {}; create a new one with `appliance token create`.",
+            crate::sdk::rfc3339::format(&key.expires_at)
+        )))));
+    }
+    Ok(Ok(user))
+}

@@ -1,0 +1,196 @@
+//! Wire types: Coder's `codersdk` / `agentsdk` JSON, field for field.
+//!
+//! Only these types are serialised onto the wire, and their field names,
+//! omissions and nulls follow what coderd really sends (see
+//! `coder-agents.go-fields.json`): a field Go marks `omitempty` is skipped when
+//! empty here too; the others are always present. Store rows never derive
+//! `Serialize`, so changing the database cannot silently change the API.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// RFC 3339 in UTC with as many fractional digits as needed, like Go's
+/// `time.Time` JSON encoding.
+pub mod rfc3339 {
+    use serde::Serializer;
+    use time::{OffsetDateTime, UtcOffset, format_description::well_known::Rfc3339};
+
+    pub fn format(t: &OffsetDateTime) -> String {
+        t.to_offset(UtcOffset::UTC)
+            .format(&Rfc3339)
+            .unwrap_or_else(|_| "0001-01-01T00:00:00Z".to_string())
+    }
+
+    pub fn serialize<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(t))
+    }
+
+    pub mod option {
+        use super::*;
+        pub fn serialize<S: Serializer>(
+            t: &Option<OffsetDateTime>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => s.serialize_str(&format(t)),
+                None => s.serialize_none(),
+            }
+        }
+    }
+}
+
+/// `codersdk.Response`: every error body, and some success bodies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validations: Vec<ValidationError>,
+}
+
+/// `codersdk.ValidationError`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidationError {
+    pub field: String,
+    pub detail: String,
+}
+
+/// `codersdk.WorkspaceAgent`.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkspaceAgent {
+    pub id: Uuid,
+    /// `uuid.NullUUID`, which Go marshals as a UUID string or `null`.
+    pub parent_id: Option<Uuid>,
+    #[serde(with = "rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "rfc3339")]
+    pub updated_at: OffsetDateTime,
+    #[serde(with = "rfc3339::option", skip_serializing_if = "Option::is_none")]
+    pub first_connected_at: Option<OffsetDateTime>,
+    #[serde(with = "rfc3339::option", skip_serializing_if = "Option::is_none")]
+    pub last_connected_at: Option<OffsetDateTime>,
+    #[serde(with = "rfc3339::option", skip_serializing_if = "Option::is_none")]
+    pub disconnected_at: Option<OffsetDateTime>,
+    #[serde(with = "rfc3339::option", skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<OffsetDateTime>,
+    #[serde(with = "rfc3339::option", skip_serializing_if = "Option::is_none")]
+    pub ready_at: Option<OffsetDateTime>,
+    pub status: &'static str,
+    pub lifecycle_state: String,
+    pub name: String,
+    pub resource_id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    pub architecture: String,
+    /// `null` when the agent has no environment, as Go's nil map.
+    pub environment_variables: Option<serde_json::Map<String, serde_json::Value>>,
+    pub operating_system: String,
+    pub logs_length: i64,
+    pub logs_overflowed: bool,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub directory: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub expanded_directory: String,
+    pub version: String,
+    pub api_version: String,
+    pub apps: Vec<WorkspaceApp>,
+    pub connection_timeout_seconds: i64,
+    pub troubleshooting_url: String,
+    pub subsystems: Vec<String>,
+    pub health: WorkspaceAgentHealth,
+    pub display_apps: Vec<String>,
+    pub log_sources: Vec<WorkspaceAgentLogSource>,
+    pub scripts: Vec<WorkspaceAgentScript>,
+    pub startup_script_behavior: &'static str,
+}
+
+/// `codersdk.WorkspaceAgentHealth`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkspaceAgentHealth {
+    pub healthy: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+}
+
+/// `codersdk.WorkspaceApp`.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkspaceApp {
+    pub id: Uuid,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub url: String,
+    pub external: bool,
+    pub slug: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub display_name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub command: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub icon: String,
+    pub subdomain: bool,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub subdomain_name: String,
+    pub sharing_level: String,
+    /// Go's `omitempty` never omits a struct, so this is always sent.
+    pub healthcheck: Healthcheck,
+    pub health: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub group: String,
+    pub hidden: bool,
+    pub open_in: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub tooltip: String,
+    pub statuses: Vec<WorkspaceAppStatus>,
+}
+
+/// `codersdk.Healthcheck`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Healthcheck {
+    pub url: String,
+    pub interval: i64,
+    pub threshold: i64,
+}
+
+/// `codersdk.WorkspaceAppStatus`.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkspaceAppStatus {
+    pub id: Uuid,
+    #[serde(with = "rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub workspace_id: Uuid,
+    pub agent_id: Uuid,
+    pub app_id: Uuid,
+    pub state: String,
+    pub message: String,
+    pub uri: String,
+    pub icon: String,
+    pub needs_user_attention: bool,
+}
+
+/// `codersdk.WorkspaceAgentScript`.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkspaceAgentScript {
+    pub id: Uuid,
+    pub log_source_id: Uuid,
+    pub log_path: String,
+    pub script: String,
+    pub cron: String,
+    pub run_on_start: bool,
+    pub run_on_stop: bool,
+    pub start_blocks_login: bool,
+    /// A Go `time.Duration`: integer nanoseconds.
+    pub timeout: i64,
+    pub display_name: String,
+}
+
+/// `codersdk.WorkspaceAgentLogSource`.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkspaceAgentLogSource {
+    pub workspace_agent_id: Uuid,
+    pub id: Uuid,
+    #[serde(with = "rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub display_name: String,
+    pub icon: String,
+}

@@ -1,0 +1,66 @@
+//! Binds, serves, and shuts down gracefully. The only caller of warp's server.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::app::App;
+use crate::routes;
+
+/// A server bound to its address and ready to serve.
+pub struct Bound {
+    listener: TcpListener,
+    pub addr: SocketAddr,
+}
+
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<Bound> {
+    let listener = TcpListener::bind(addr).await.with_context(|| {
+        format!("could not listen on {addr}: is another server using that port? choose another with --listen")
+    })?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    Ok(Bound { listener, addr })
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, lets in-flight
+/// requests finish, and checkpoints the database.
+pub async fn run(
+    bound: Bound,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let filter = routes::routes(&app);
+    warp::serve(filter)
+        .incoming(bound.listener)
+        .graceful(shutdown)
+        .run()
+        .await;
+    let store = app.store.clone();
+    tokio::task::spawn_blocking(move || store.checkpoint())
+        .await
+        .context("checkpoint task")?
+        .context("checkpointing the database on shutdown")?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = term => tracing::info!("SIGTERM received; finishing in-flight requests"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; finishing in-flight requests"),
+    }
+}

@@ -1,0 +1,263 @@
+//! The store: the only module that knows SQL or rusqlite.
+//!
+//! [`Store`] owns a pool of SQLite connections to one database file. Reads go
+//! through the pool (WAL lets them run beside a writer); every write goes through
+//! one process-wide writer lock and an immediate transaction, so writers queue in
+//! the process instead of sleeping in SQLite's busy handler. Other processes on
+//! the same file (the admin CLI next to a running server) are covered by
+//! `busy_timeout`.
+//!
+//! Query functions live in the submodules, one per table group, each taking a
+//! `&Connection` (a `Transaction` derefs to one) and returning row types that are
+//! not serialisable: wire types live in `sdk.rs`, so a schema change can never
+//! silently change the API.
+//!
+//! Nothing here knows HTTP, and nothing outside this module imports rusqlite.
+
+pub mod agents;
+pub mod migrate;
+pub mod users;
+pub mod workspaces;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use r2d2_sqlite::SqliteConnectionManager;
+pub use rusqlite::{Connection, Transaction};
+use rusqlite::{OpenFlags, TransactionBehavior};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// What can go wrong in the store, at the granularity callers act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness or constraint violation the caller can explain to a user.
+    #[error("{0}")]
+    Conflict(String),
+    /// The database file was written by a newer appliance.
+    #[error(
+        "the database is at schema version {found}, but this appliance only knows versions up to {known}: upgrade appliance, or restore a backup made by this version"
+    )]
+    TooNew { found: i64, known: i64 },
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database pool: {0}")]
+    Pool(#[from] r2d2::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub busy_timeout: Duration,
+    pub pool_size: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            busy_timeout: Duration::from_secs(5),
+            pool_size: 8,
+        }
+    }
+}
+
+/// A cheap-to-clone handle on the database.
+#[derive(Clone)]
+pub struct Store {
+    pool: r2d2::Pool<SqliteConnectionManager>,
+    write_lock: Arc<Mutex<()>>,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database file and applies the connection
+    /// pragmas. Does not migrate: call [`Store::migrate`].
+    pub fn open(path: &Path, options: &Options) -> Result<Store> {
+        if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+            && !parent.exists()
+        {
+            return Err(StoreError::Other(format!(
+                "the directory {} does not exist: create it, or pass another --db path",
+                parent.display()
+            )));
+        }
+        let busy_ms = options.busy_timeout.as_millis();
+        let manager = SqliteConnectionManager::file(path)
+            .with_flags(
+                OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | OpenFlags::SQLITE_OPEN_CREATE
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                    | OpenFlags::SQLITE_OPEN_URI,
+            )
+            .with_init(move |c| {
+                // busy_timeout first, so every later pragma already waits for locks.
+                c.execute_batch(&format!(
+                    "PRAGMA busy_timeout = {busy_ms};
+                     PRAGMA foreign_keys = ON;
+                     PRAGMA synchronous = NORMAL;
+                     PRAGMA temp_store = MEMORY;"
+                ))
+            });
+        let pool = r2d2::Pool::builder()
+            .max_size(options.pool_size.max(1))
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(30))
+            .build(manager)?;
+        {
+            let conn = pool.get()?;
+            // WAL is a property of the file, set once; readers then never block the writer.
+            let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(StoreError::Other(format!(
+                    "could not switch {} to WAL mode (got {mode}); is it on a network filesystem?",
+                    path.display()
+                )));
+            }
+        }
+        Ok(Store {
+            pool,
+            write_lock: Arc::new(Mutex::new(())),
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Brings the schema up to date; returns (version before, version after).
+    pub fn migrate(&self) -> Result<(i64, i64)> {
+        let _guard = self.lock_writer();
+        let mut conn = self.pool.get()?;
+        migrate::migrate(&mut conn)
+    }
+
+    /// The schema version of the file.
+    pub fn schema_version(&self) -> Result<i64> {
+        let conn = self.pool.get()?;
+        migrate::version(&conn)
+    }
+
+    /// Runs `f` on a pooled connection (blocking).
+    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.pool.get()?;
+        f(&conn)
+    }
+
+    /// Runs `f` in an immediate transaction under the writer lock, committing if
+    /// it returns `Ok` (blocking).
+    pub fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let _guard = self.lock_writer();
+        let mut conn = self.pool.get()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// [`Store::read`] on the blocking thread pool, keeping the caller's span.
+    pub async fn read_async<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let store = self.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(|| store.read(f)))
+            .await
+            .map_err(|e| StoreError::Other(format!("store task failed: {e}")))?
+    }
+
+    /// [`Store::write`] on the blocking thread pool, keeping the caller's span.
+    pub async fn write_async<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+    {
+        let store = self.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(|| store.write(f)))
+            .await
+            .map_err(|e| StoreError::Other(format!("store task failed: {e}")))?
+    }
+
+    /// Checkpoints the WAL into the main file; called on clean shutdown so the
+    /// file can be copied on its own afterwards.
+    pub fn checkpoint(&self) -> Result<()> {
+        let _guard = self.lock_writer();
+        let conn = self.pool.get()?;
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+        Ok(())
+    }
+
+    fn lock_writer(&self) -> std::sync::MutexGuard<'_, ()> {
+        // A writer that panicked left no transaction open (rusqlite rolls back on
+        // drop), so the lock is still good to use.
+        self.write_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+// ----- column helpers shared by the query modules -----
+
+/// Time as stored: microseconds since the Unix epoch.
+pub(crate) fn to_micros(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000) as i64
+}
+
+pub(crate) fn from_micros(us: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+pub(crate) fn opt_from_micros(us: Option<i64>) -> Option<OffsetDateTime> {
+    us.map(from_micros)
+}
+
+/// Reads a UUID stored as text.
+pub(crate) fn get_uuid(r: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Uuid> {
+    let s: String = r.get(idx)?;
+    Uuid::parse_str(&s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+pub(crate) fn get_opt_uuid(r: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Option<Uuid>> {
+    let s: Option<String> = r.get(idx)?;
+    s.map(|s| {
+        Uuid::parse_str(&s).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+        })
+    })
+    .transpose()
+}
+
+/// Maps "no rows" to [`StoreError::NotFound`].
+pub(crate) fn one<T>(r: rusqlite::Result<T>) -> Result<T> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(rusqlite::Error::QueryReturnedNoRows) => Err(StoreError::NotFound),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Maps "no rows" to `None`.
+pub(crate) fn optional<T>(r: rusqlite::Result<T>) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

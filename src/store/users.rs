@@ -1,0 +1,149 @@
+//! Users and their API keys.
+
+use rusqlite::{Connection, params};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{Result, StoreError, from_micros, get_uuid, one, optional, to_micros};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRow {
+    pub id: Uuid,
+    pub username: String,
+    pub email: String,
+    pub role: String,
+    pub created_at: OffsetDateTime,
+}
+
+const USER_COLUMNS: &str = "id, username, email, role, created_at";
+
+fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
+    Ok(UserRow {
+        id: get_uuid(r, 0)?,
+        username: r.get(1)?,
+        email: r.get(2)?,
+        role: r.get(3)?,
+        created_at: from_micros(r.get(4)?),
+    })
+}
+
+pub fn insert_user(
+    conn: &Connection,
+    username: &str,
+    email: &str,
+    role: &str,
+    now: OffsetDateTime,
+) -> Result<UserRow> {
+    let id = Uuid::new_v4();
+    let res = conn.execute(
+        "INSERT INTO users (id, username, email, role, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![id.to_string(), username, email, role, to_micros(now)],
+    );
+    match res {
+        Ok(_) => {}
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            return Err(StoreError::Conflict(format!(
+                "a user named \"{username}\" already exists"
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    user_by_id(conn, id)
+}
+
+pub fn user_by_id(conn: &Connection, id: Uuid) -> Result<UserRow> {
+    one(conn
+        .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))?
+        .query_row([id.to_string()], user_row))
+}
+
+pub fn user_by_name(conn: &Connection, username: &str) -> Result<Option<UserRow>> {
+    optional(
+        conn.prepare_cached(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE username = ?1"
+        ))?
+        .query_row([username], user_row),
+    )
+}
+
+pub fn list_users(conn: &Connection) -> Result<Vec<UserRow>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {USER_COLUMNS} FROM users ORDER BY username"
+    ))?;
+    let rows = stmt.query_map([], user_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn count_users(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?)
+}
+
+/// An API key as stored (the secret only as its hash).
+#[derive(Debug, Clone)]
+pub struct ApiKeyRow {
+    pub id: String,
+    pub hashed_secret: Vec<u8>,
+    pub user_id: Uuid,
+    pub name: String,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+pub fn insert_api_key(
+    conn: &Connection,
+    id: &str,
+    hashed_secret: &[u8],
+    user_id: Uuid,
+    name: &str,
+    now: OffsetDateTime,
+    expires_at: OffsetDateTime,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO api_keys (id, hashed_secret, user_id, name, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            id,
+            hashed_secret,
+            user_id.to_string(),
+            name,
+            to_micros(now),
+            to_micros(expires_at)
+        ],
+    )?;
+    Ok(())
+}
+
+/// The key and its user, looked up by the key's public id.
+pub fn api_key_with_user(conn: &Connection, id: &str) -> Result<Option<(ApiKeyRow, UserRow)>> {
+    optional(
+        conn.prepare_cached(
+            "SELECT k.id, k.hashed_secret, k.user_id, k.name, k.created_at, k.expires_at, k.revoked_at,
+                    u.id, u.username, u.email, u.role, u.created_at
+             FROM api_keys k JOIN users u ON u.id = k.user_id
+             WHERE k.id = ?1",
+        )?
+        .query_row([id], |r| {
+            Ok((
+                ApiKeyRow {
+                    id: r.get(0)?,
+                    hashed_secret: r.get(1)?,
+                    user_id: get_uuid(r, 2)?,
+                    name: r.get(3)?,
+                    created_at: from_micros(r.get(4)?),
+                    expires_at: from_micros(r.get(5)?),
+                    revoked_at: r.get::<_, Option<i64>>(6)?.map(from_micros),
+                },
+                UserRow {
+                    id: get_uuid(r, 7)?,
+                    username: r.get(8)?,
+                    email: r.get(9)?,
+                    role: r.get(10)?,
+                    created_at: from_micros(r.get(11)?),
+                },
+            ))
+        }),
+    )
+}
