@@ -1,1 +1,283 @@
+use super::*;
 
+fn problems(file: &str, text: &str) -> Vec<Problem> {
+    parse(file, text).expect_err("must be invalid").problems
+}
+
+fn find<'a>(ps: &'a [Problem], path: &str) -> &'a Problem {
+    ps.iter()
+        .find(|p| p.path == path)
+        .unwrap_or_else(|| panic!("no problem at {path}: {ps:#?}"))
+}
+
+const MINIMAL: &str = r#"
+name = "dev"
+owner = "alice"
+[[resources]]
+name = "box"
+type = "vm"
+  [[resources.agents]]
+  name = "main"
+"#;
+
+#[test]
+fn minimal_manifest_gets_upstream_defaults() {
+    let ws = parse("m.toml", MINIMAL).expect("valid");
+    let a = &ws.resources[0].agents[0];
+    assert_eq!(a.auth, AgentAuth::Token);
+    assert_eq!(a.operating_system, "linux");
+    assert_eq!(a.architecture, "amd64");
+    assert_eq!(a.connection_timeout_seconds, 120);
+    assert_eq!(a.display_apps, DISPLAY_APPS.map(String::from).to_vec());
+    assert_eq!(a.api_key_scope, "all");
+    assert!(a.subsystems.is_empty());
+    assert_eq!(ws.agent_count(), 1);
+}
+
+#[test]
+fn the_shipped_examples_are_valid() {
+    let single = parse(
+        "single-agent.toml",
+        include_str!("../config/examples/single-agent.toml"),
+    )
+    .expect("single");
+    assert_eq!(single.agent_count(), 1);
+    let multi = parse(
+        "aws-multi-agent.toml",
+        include_str!("../config/examples/aws-multi-agent.toml"),
+    )
+    .expect("multi");
+    let names: Vec<&str> = multi.resources[0]
+        .agents
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect();
+    assert_eq!(names, ["main", "dev"]);
+    assert!(
+        multi.resources[0]
+            .agents
+            .iter()
+            .all(|a| a.auth == AgentAuth::AwsInstanceIdentity)
+    );
+    assert!(multi.resources[0].instance_id.is_some());
+}
+
+#[test]
+fn json_manifests_are_accepted() {
+    let json = r#"{"name":"dev","owner":"alice","resources":[{"name":"box","type":"vm","agents":[{"name":"main","apps":[{"slug":"web","url":"http://x"}]}]}]}"#;
+    let ws = parse("m.json", json).expect("valid json");
+    assert_eq!(ws.resources[0].agents[0].apps[0].slug, "web");
+    let err = parse("m.json", "{\"name\": 3}").expect_err("type error");
+    assert!(err.problems[0].line.is_some());
+}
+
+#[test]
+fn errors_name_file_line_path_and_what_is_allowed() {
+    let text = r#"name = "dev"
+owner = "alice"
+[[resources]]
+name = "box"
+type = "vm"
+  [[resources.agents]]
+  name = "main"
+  auth = "password"
+  [[resources.agents]]
+  name = "main"
+    [[resources.agents.apps]]
+    slug = "Bad_Slug"
+"#;
+    let err = parse("ws.toml", text).expect_err("invalid");
+    let ps = &err.problems;
+    let auth = find(ps, "resources[0].agents[0].auth");
+    assert_eq!(auth.line, Some(8));
+    assert!(
+        auth.message.contains("\"token\"") && auth.message.contains("\"aws-instance-identity\""),
+        "{}",
+        auth.message
+    );
+    let dup = find(ps, "resources[0].agents[1].name");
+    assert_eq!(dup.line, Some(10));
+    assert!(dup.message.contains("already used"), "{}", dup.message);
+    let slug = find(ps, "resources[0].agents[1].apps[0].slug");
+    assert_eq!(slug.line, Some(12));
+    let shown = err.to_string();
+    assert!(
+        shown.contains("ws.toml:8: resources[0].agents[0].auth:"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn unknown_keys_and_syntax_errors_have_lines() {
+    let ps = problems(
+        "ws.toml",
+        "name = \"dev\"\nowner = \"a\"\ncolour = \"red\"\n",
+    );
+    assert_eq!(ps[0].line, Some(3));
+    assert!(ps[0].message.contains("colour"), "{}", ps[0].message);
+    let ps = problems("ws.toml", "name = \"dev\"\nowner = \n");
+    assert_eq!(ps[0].line, Some(2));
+}
+
+#[test]
+fn instance_identity_needs_an_instance_id() {
+    let text = MINIMAL.replace("name = \"main\"", "name = \"main\"\n  auth = \"gcp\"");
+    let ps = problems("m.toml", &text);
+    assert!(
+        find(&ps, "resources[0].agents[0].auth")
+            .message
+            .contains("not allowed")
+    );
+    let text = MINIMAL.replace(
+        "name = \"main\"",
+        "name = \"main\"\n  auth = \"google-instance-identity\"",
+    );
+    let ps = problems("m.toml", &text);
+    assert!(
+        find(&ps, "resources[0].agents[0].auth")
+            .message
+            .contains("instance_id")
+    );
+    let ok = text.replace("type = \"vm\"", "type = \"vm\"\ninstance_id = \"123\"");
+    assert!(parse("m.toml", &ok).is_ok());
+    let blank = text.replace("type = \"vm\"", "type = \"vm\"\ninstance_id = \"  \"");
+    let ps = problems("m.toml", &blank);
+    find(&ps, "resources[0].instance_id");
+}
+
+#[test]
+fn names_slugs_and_enums_are_checked() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("name = \"dev\"", "name = \"dev_1\"", "name"),
+        ("owner = \"alice\"", "", "owner"),
+        (
+            "name = \"main\"",
+            "name = \"-main\"",
+            "resources[0].agents[0].name",
+        ),
+        (
+            "name = \"main\"",
+            "name = \"main\"\n  os = \"plan9\"",
+            "resources[0].agents[0].os",
+        ),
+        (
+            "name = \"main\"",
+            "name = \"main\"\n  arch = \"x86 64\"",
+            "resources[0].agents[0].arch",
+        ),
+        (
+            "name = \"main\"",
+            "name = \"main\"\n  display_apps = [\"vscode\", \"emacs\"]",
+            "resources[0].agents[0].display_apps",
+        ),
+        (
+            "name = \"main\"",
+            "name = \"main\"\n  display_apps = [\"vscode\", \"vscode\"]",
+            "resources[0].agents[0].display_apps",
+        ),
+        (
+            "name = \"main\"",
+            "name = \"main\"\n  subsystems = [\"none\"]",
+            "resources[0].agents[0].subsystems",
+        ),
+        (
+            "name = \"main\"",
+            "name = \"main\"\n  api_key_scope = \"everything\"",
+            "resources[0].agents[0].api_key_scope",
+        ),
+        (
+            "name = \"main\"",
+            "name = \"main\"\n  connection_timeout_seconds = -1",
+            "resources[0].agents[0].connection_timeout_seconds",
+        ),
+        (
+            "name = \"main\"",
+            "name = \"main\"\n  env = { \"1BAD\" = \"x\" }",
+            "resources[0].agents[0].env",
+        ),
+    ];
+    for (from, to, path) in cases {
+        let text = MINIMAL.replacen(from, to, 1);
+        let ps = problems("m.toml", &text);
+        find(&ps, path);
+    }
+}
+
+#[test]
+fn apps_scripts_and_children_are_checked() {
+    let base = MINIMAL.to_string();
+    let app = |body: &str| format!("{base}    [[resources.agents.apps]]\n{body}\n");
+    find(
+        &problems(
+            "m.toml",
+            &app("    slug = \"web\"\n    url = \"http://x\"\n    command = \"ls\""),
+        ),
+        "resources[0].agents[0].apps[0].command",
+    );
+    find(
+        &problems("m.toml", &app("    slug = \"web\"\n    subdomain = true")),
+        "resources[0].agents[0].apps[0].subdomain",
+    );
+    find(
+        &problems("m.toml", &app("    slug = \"web\"\n    share = \"world\"")),
+        "resources[0].agents[0].apps[0].share",
+    );
+    find(
+        &problems(
+            "m.toml",
+            &app("    slug = \"web\"\n    open_in = \"window\""),
+        ),
+        "resources[0].agents[0].apps[0].open_in",
+    );
+    find(
+        &problems(
+            "m.toml",
+            &app(
+                "    slug = \"web\"\n    healthcheck = { url = \"\", interval = 0, threshold = 1 }",
+            ),
+        ),
+        "resources[0].agents[0].apps[0].healthcheck.interval",
+    );
+    find(
+        &problems("m.toml", &app("    display_name = \"x\"")),
+        "resources[0].agents[0].apps[0].slug",
+    );
+    let dup = format!(
+        "{base}    [[resources.agents.apps]]\n    slug = \"a\"\n    [[resources.agents.apps]]\n    slug = \"a\"\n"
+    );
+    find(
+        &problems("m.toml", &dup),
+        "resources[0].agents[0].apps[1].slug",
+    );
+    let script = format!(
+        "{base}    [[resources.agents.scripts]]\n    display_name = \"s\"\n    script = \"x\"\n    cron = \"* * *\"\n"
+    );
+    find(
+        &problems("m.toml", &script),
+        "resources[0].agents[0].scripts[0].cron",
+    );
+    let empty_script =
+        format!("{base}    [[resources.agents.scripts]]\n    display_name = \"s\"\n");
+    find(
+        &problems("m.toml", &empty_script),
+        "resources[0].agents[0].scripts[0].script",
+    );
+    let grandchild = format!(
+        "{base}    [[resources.agents.children]]\n    name = \"c\"\n      [[resources.agents.children.children]]\n      name = \"g\"\n"
+    );
+    find(
+        &problems("m.toml", &grandchild),
+        "resources[0].agents[0].children[0].children",
+    );
+    let clash = format!("{base}    [[resources.agents.children]]\n    name = \"main\"\n");
+    find(
+        &problems("m.toml", &clash),
+        "resources[0].agents[0].children[0].name",
+    );
+}
+
+#[test]
+fn duplicate_resources_are_refused() {
+    let text = format!("{MINIMAL}[[resources]]\nname = \"box\"\ntype = \"vm\"\n");
+    find(&problems("m.toml", &text), "resources[1].name");
+}

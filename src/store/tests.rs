@@ -1,1 +1,402 @@
+//! Store tests on a real SQLite file in a temp dir.
 
+use time::OffsetDateTime;
+use time::macros::datetime;
+
+use super::*;
+use crate::manifest;
+
+const T0: OffsetDateTime = datetime!(2026-03-01 12:00:00 UTC);
+
+fn temp_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("t.db"), &Options::default()).expect("open");
+    store.migrate().expect("migrate");
+    (dir, store)
+}
+
+fn manifest(text: &str) -> manifest::Workspace {
+    manifest::parse("test.toml", text).expect("valid manifest")
+}
+
+const TWO_AGENTS: &str = r#"
+name = "dev"
+owner = "alice"
+[[resources]]
+name = "vm"
+type = "aws_instance"
+instance_id = "i-1"
+  [[resources.agents]]
+  name = "main"
+  auth = "aws-instance-identity"
+    [[resources.agents.apps]]
+    slug = "web"
+    url = "http://localhost:8080"
+    [[resources.agents.scripts]]
+    display_name = "Setup"
+    script = "echo hi"
+    [[resources.agents.children]]
+    name = "sub"
+    auth = "aws-instance-identity"
+  [[resources.agents]]
+  name = "dev"
+  auth = "token"
+"#;
+
+#[test]
+fn schema_snapshot_matches_schema_sql() {
+    let (_dir, store) = temp_store();
+    let dumped = store.read(migrate::dump_schema).expect("dump");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema.sql");
+    if std::env::var_os("UPDATE_SCHEMA").is_some() {
+        std::fs::write(&path, &dumped).expect("write schema.sql");
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == dumped,
+        "schema.sql does not match the migrations; rerun with UPDATE_SCHEMA=1 cargo test schema_snapshot\n--- migrations give:\n{dumped}"
+    );
+}
+
+#[test]
+fn migrating_twice_is_a_no_op_and_newer_files_are_refused() {
+    let (_dir, store) = temp_store();
+    assert_eq!(
+        store.migrate().expect("again"),
+        (migrate::latest(), migrate::latest())
+    );
+    store
+        .write(|tx| {
+            tx.execute_batch(&format!("PRAGMA user_version = {}", migrate::latest() + 1))?;
+            Ok(())
+        })
+        .expect("bump");
+    let err = store.migrate().expect_err("newer schema");
+    assert!(matches!(err, StoreError::TooNew { .. }), "{err}");
+    assert!(err.to_string().contains("upgrade appliance"), "{err}");
+}
+
+#[test]
+fn wal_mode_and_foreign_keys_are_on() {
+    let (_dir, store) = temp_store();
+    let (mode, fk): (String, i64) = store
+        .read(|c| {
+            Ok((
+                c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?,
+                c.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?,
+            ))
+        })
+        .expect("pragmas");
+    assert_eq!(mode, "wal");
+    assert_eq!(fk, 1);
+}
+
+#[test]
+fn opening_in_a_missing_directory_says_so() {
+    let err = Store::open(
+        std::path::Path::new("/nonexistent-dir-xyz/a.db"),
+        &Options::default(),
+    )
+    .err()
+    .expect("must fail");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+#[test]
+fn apply_records_builds_and_keeps_only_the_latest_builds_agents_live() {
+    let (_dir, store) = temp_store();
+    let alice = store
+        .write(|tx| users::insert_user(tx, "alice", "", "member", T0))
+        .expect("user");
+    let ws = manifest(TWO_AGENTS);
+    let first = store
+        .write(|tx| workspaces::apply(tx, &ws, alice.id, alice.id, T0))
+        .expect("apply 1");
+    assert_eq!(first.build.number, 1);
+    assert_eq!(first.agents.len(), 3);
+    let sub = first.agents.iter().find(|a| a.name == "sub").expect("sub");
+    let main = first
+        .agents
+        .iter()
+        .find(|a| a.name == "main")
+        .expect("main");
+    assert_eq!(sub.parent_id, Some(main.id));
+
+    let row = store
+        .read(|c| agents::live_agent(c, main.id))
+        .expect("read")
+        .expect("live");
+    assert_eq!(row.auth_instance_id.as_deref(), Some("i-1"));
+    assert_eq!(row.owner_id, alice.id);
+    assert_eq!(row.workspace_name, "dev");
+    let dev = first.agents.iter().find(|a| a.name == "dev").expect("dev");
+    let dev_row = store
+        .read(|c| agents::live_agent(c, dev.id))
+        .expect("read")
+        .expect("live");
+    assert_eq!(
+        dev_row.auth_instance_id, None,
+        "token agents carry no instance id"
+    );
+    let scripts = store
+        .read(|c| agents::scripts(c, main.id))
+        .expect("scripts");
+    let sources = store
+        .read(|c| agents::log_sources(c, main.id))
+        .expect("sources");
+    assert_eq!(scripts.len(), 1);
+    assert_eq!(sources.len(), 1);
+    assert_eq!(
+        scripts[0].log_source_id, sources[0].id,
+        "each script logs under its own source"
+    );
+    assert_eq!(sources[0].display_name, "Setup");
+
+    let second = store
+        .write(|tx| workspaces::apply(tx, &ws, alice.id, alice.id, T0 + time::Duration::seconds(1)))
+        .expect("apply 2");
+    assert_eq!(second.build.number, 2);
+    assert_eq!(
+        second.workspace.id, first.workspace.id,
+        "same workspace, new build"
+    );
+    for old in &first.agents {
+        assert!(
+            store
+                .read(|c| agents::live_agent(c, old.id))
+                .expect("read")
+                .is_none(),
+            "{} soft-deleted",
+            old.name
+        );
+    }
+    for new in &second.agents {
+        assert!(
+            store
+                .read(|c| agents::live_agent(c, new.id))
+                .expect("read")
+                .is_some()
+        );
+    }
+
+    let stop = store
+        .write(|tx| workspaces::stop(tx, first.workspace.id, alice.id, T0))
+        .expect("stop");
+    assert_eq!((stop.number, stop.transition.as_str()), (3, "stop"));
+    for new in &second.agents {
+        assert!(
+            store
+                .read(|c| agents::live_agent(c, new.id))
+                .expect("read")
+                .is_none()
+        );
+    }
+    let list = store.read(workspaces::list).expect("list");
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].live_agents, 0);
+
+    let third = store
+        .write(|tx| workspaces::apply(tx, &ws, alice.id, alice.id, T0))
+        .expect("apply 3");
+    store
+        .write(|tx| workspaces::delete(tx, third.workspace.id, alice.id, T0))
+        .expect("delete");
+    for a in &third.agents {
+        assert!(
+            store
+                .read(|c| agents::live_agent(c, a.id))
+                .expect("read")
+                .is_none()
+        );
+    }
+    assert!(
+        store
+            .read(|c| workspaces::live_workspace(c, alice.id, "dev"))
+            .expect("read")
+            .is_none()
+    );
+    let again = store
+        .write(|tx| workspaces::apply(tx, &ws, alice.id, alice.id, T0))
+        .expect("reuse name");
+    assert_ne!(
+        again.workspace.id, first.workspace.id,
+        "a deleted name can be reused by a new workspace"
+    );
+    assert_eq!(again.build.number, 1);
+}
+
+#[test]
+fn other_workspaces_are_untouched_by_a_build() {
+    let (_dir, store) = temp_store();
+    let alice = store
+        .write(|tx| users::insert_user(tx, "alice", "", "member", T0))
+        .expect("user");
+    let one = store
+        .write(|tx| workspaces::apply(tx, &manifest(TWO_AGENTS), alice.id, alice.id, T0))
+        .expect("one");
+    let other = TWO_AGENTS.replace("name = \"dev\"\nowner", "name = \"other\"\nowner");
+    let two = store
+        .write(|tx| workspaces::apply(tx, &manifest(&other), alice.id, alice.id, T0))
+        .expect("two");
+    store
+        .write(|tx| workspaces::apply(tx, &manifest(&other), alice.id, alice.id, T0))
+        .expect("rebuild two");
+    for a in &one.agents {
+        assert!(
+            store
+                .read(|c| agents::live_agent(c, a.id))
+                .expect("read")
+                .is_some()
+        );
+    }
+    for a in &two.agents {
+        assert!(
+            store
+                .read(|c| agents::live_agent(c, a.id))
+                .expect("read")
+                .is_none()
+        );
+    }
+}
+
+#[test]
+fn agent_tokens_are_bounded_and_die_with_the_agent() {
+    let (_dir, store) = temp_store();
+    let alice = store
+        .write(|tx| users::insert_user(tx, "alice", "", "member", T0))
+        .expect("user");
+    let ws = manifest(TWO_AGENTS);
+    let applied = store
+        .write(|tx| workspaces::apply(tx, &ws, alice.id, alice.id, T0))
+        .expect("apply");
+    let agent = applied.agents[0].id;
+    let mut hashes = Vec::new();
+    for i in 0..5u8 {
+        let hash = crate::auth::sha256(&[i]);
+        store
+            .write(|tx| {
+                agents::insert_agent_token(
+                    tx,
+                    agent,
+                    &hash,
+                    T0 + time::Duration::seconds(i64::from(i)),
+                    3,
+                )
+            })
+            .expect("token");
+        hashes.push(hash);
+    }
+    assert_eq!(
+        store
+            .read(|c| agents::token_count(c, agent))
+            .expect("count"),
+        3
+    );
+    assert!(
+        store
+            .read(|c| agents::agent_by_token_hash(c, &hashes[0]))
+            .expect("read")
+            .is_none(),
+        "oldest revoked"
+    );
+    let found = store
+        .read(|c| agents::agent_by_token_hash(c, &hashes[4]))
+        .expect("read")
+        .expect("newest works");
+    assert_eq!(found.id, agent);
+    store
+        .write(|tx| workspaces::apply(tx, &ws, alice.id, alice.id, T0))
+        .expect("rebuild");
+    assert!(
+        store
+            .read(|c| agents::agent_by_token_hash(c, &hashes[4]))
+            .expect("read")
+            .is_none(),
+        "a soft-deleted agent's tokens no longer authenticate"
+    );
+}
+
+#[test]
+fn users_and_api_keys() {
+    let (_dir, store) = temp_store();
+    let u = store
+        .write(|tx| users::insert_user(tx, "bob", "b@example.com", "admin", T0))
+        .expect("user");
+    let dup = store
+        .write(|tx| users::insert_user(tx, "bob", "", "member", T0))
+        .expect_err("duplicate");
+    assert!(matches!(dup, StoreError::Conflict(_)), "{dup}");
+    store
+        .write(|tx| {
+            users::insert_api_key(
+                tx,
+                "abcdefghij",
+                &[7; 32],
+                u.id,
+                "ci",
+                T0,
+                T0 + time::Duration::days(1),
+            )
+        })
+        .expect("key");
+    let (key, user) = store
+        .read(|c| users::api_key_with_user(c, "abcdefghij"))
+        .expect("read")
+        .expect("found");
+    assert_eq!(user, u);
+    assert_eq!(key.hashed_secret, vec![7; 32]);
+    assert_eq!(key.expires_at, T0 + time::Duration::days(1));
+    assert!(
+        store
+            .read(|c| users::api_key_with_user(c, "zzzzzzzzzz"))
+            .expect("read")
+            .is_none()
+    );
+    assert_eq!(store.read(users::count_users).expect("count"), 1);
+}
+
+#[test]
+fn app_statuses_come_back_newest_first() {
+    let (_dir, store) = temp_store();
+    let alice = store
+        .write(|tx| users::insert_user(tx, "alice", "", "member", T0))
+        .expect("user");
+    let applied = store
+        .write(|tx| workspaces::apply(tx, &manifest(TWO_AGENTS), alice.id, alice.id, T0))
+        .expect("apply");
+    let main = applied
+        .agents
+        .iter()
+        .find(|a| a.name == "main")
+        .expect("main")
+        .id;
+    let agent = store
+        .read(|c| agents::live_agent(c, main))
+        .expect("read")
+        .expect("live");
+    let app = store
+        .read(|c| agents::apps(c, main))
+        .expect("apps")
+        .remove(0);
+    for (i, state) in ["working", "idle", "complete"].iter().enumerate() {
+        let at = T0 + time::Duration::seconds(i as i64);
+        store
+            .write(|tx| agents::insert_app_status(tx, &agent, app.id, state, "m", None, at))
+            .expect("status");
+    }
+    let statuses = store
+        .read(|c| agents::app_statuses(c, main))
+        .expect("statuses");
+    let states: Vec<&str> = statuses.iter().map(|s| s.state.as_str()).collect();
+    assert_eq!(states, ["complete", "idle", "working"]);
+    let bad =
+        store.write(|tx| agents::insert_app_status(tx, &agent, app.id, "bogus", "m", None, T0));
+    assert!(bad.is_err(), "the CHECK constraint refuses unknown states");
+}
+
+#[test]
+fn timestamps_round_trip_at_microsecond_precision() {
+    let t = datetime!(2026-03-01 12:00:00.123456 UTC);
+    assert_eq!(from_micros(to_micros(t)), t);
+}
