@@ -25,6 +25,9 @@ pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
         .recover(error::recover)
         .unify()
         .with(warp::log::custom(log_request))
+        .with(warp::trace(|info| {
+            tracing::info_span!("request", method = %info.method(), route = %route_template(info.path()))
+        }))
         .map(warp::Reply::into_response)
         .boxed()
 }
@@ -52,18 +55,18 @@ pub fn route_template(path: &str) -> String {
     out
 }
 
-/// One line per request: method, route template, status, latency. Never the
-/// query string (it may carry a session token).
+/// One line per request, inside the request span (which carries the method
+/// and route template): status and latency. Never the query string (it may
+/// carry a session token).
 fn log_request(info: warp::log::Info<'_>) {
-    let route = route_template(info.path());
     let status = info.status().as_u16();
     let latency_us = info.elapsed().as_micros() as u64;
-    if route == "/healthz" {
-        tracing::debug!(method = %info.method(), route, status, latency_us, "request");
+    if info.path() == "/healthz" {
+        tracing::debug!(status, latency_us, "served");
     } else if status >= 500 {
-        tracing::error!(method = %info.method(), route, status, latency_us, "request");
+        tracing::error!(status, latency_us, "served");
     } else {
-        tracing::info!(method = %info.method(), route, status, latency_us, "request");
+        tracing::info!(status, latency_us, "served");
     }
 }
 
