@@ -14,7 +14,8 @@ CREATE TABLE api_keys (
 
 CREATE TABLE users (
     id          TEXT PRIMARY KEY,
-    username    TEXT NOT NULL UNIQUE,
+    -- Usernames are ASCII (the CLI checks), so NOCASE makes them case-insensitive.
+    username    TEXT NOT NULL UNIQUE COLLATE NOCASE,
     email       TEXT NOT NULL DEFAULT '',
     role        TEXT NOT NULL CHECK (role IN ('admin', 'member')),
     created_at  INTEGER NOT NULL
@@ -151,13 +152,15 @@ CREATE TABLE workspace_resources (
 CREATE TABLE workspaces (
     id          TEXT PRIMARY KEY,
     owner_id    TEXT NOT NULL REFERENCES users (id),
-    name        TEXT NOT NULL,
+    name        TEXT NOT NULL COLLATE NOCASE,
     created_at  INTEGER NOT NULL,
     updated_at  INTEGER NOT NULL,
     deleted     INTEGER NOT NULL DEFAULT 0 CHECK (deleted IN (0, 1))
 ) STRICT;
 
 CREATE INDEX api_keys_user_id ON api_keys (user_id);
+
+CREATE UNIQUE INDEX users_email ON users (lower(email)) WHERE email <> '';
 
 CREATE INDEX workspace_agent_logs_agent_id ON workspace_agent_logs (agent_id, id);
 

@@ -1,21 +1,45 @@
 //! `App`: the cheap-to-clone handle every request handler gets.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use crate::config::Config;
+use crate::identity::Trust;
+use crate::rate_limit::RateLimiter;
 use crate::store::Store;
 
 #[derive(Clone)]
 pub struct App {
     pub store: Store,
     pub config: Arc<Config>,
+    /// Instance-identity trust material; replaced whole when it is reloaded.
+    trust: Arc<RwLock<Arc<Trust>>>,
+    /// Per-address budget for the unauthenticated sign-in routes.
+    pub identity_limiter: Arc<RateLimiter>,
 }
 
 impl App {
-    pub fn new(store: Store, config: Config) -> App {
+    pub fn new(store: Store, config: Config, trust: Trust) -> App {
         App {
             store,
+            identity_limiter: Arc::new(RateLimiter::new(config.identity.rate_limit_per_minute)),
             config: Arc::new(config),
+            trust: Arc::new(RwLock::new(Arc::new(trust))),
         }
+    }
+
+    /// The trust material in force now (a cheap snapshot).
+    pub fn trust(&self) -> Arc<Trust> {
+        self.trust
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Replaces the trust material for every later request.
+    pub fn set_trust(&self, trust: Trust) {
+        *self
+            .trust
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(trust);
     }
 }

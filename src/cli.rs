@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 use crate::app::App;
 use crate::config::{self, Config};
 use crate::store::{self, Store, StoreError};
-use crate::{auth, manifest, server, telemetry};
+use crate::{auth, manifest, server, telemetry, trust_files};
 
 const ABOUT: &str =
     "Self-hosted control plane for Coder workspace agents: one binary, one SQLite file.";
@@ -75,6 +75,38 @@ pub enum Command {
     /// Create, rebuild, stop and delete workspaces from manifests.
     #[command(subcommand)]
     Workspace(WorkspaceCommand),
+    /// Check instance-identity proofs and manage trust material, offline.
+    #[command(subcommand)]
+    Identity(IdentityCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IdentityCommand {
+    /// Verify a proof with the configured trust material and print the
+    /// instance id it vouches for, or why it fails.
+    Verify {
+        #[arg(long, value_enum)]
+        cloud: CloudArg,
+        /// The request body an agent would send: AWS {"document","signature"},
+        /// Azure {"encoding","signature"}, Google {"json_web_token"}.
+        #[arg(long, value_name = "PROOF.json")]
+        file: PathBuf,
+        /// Verify as of this time (RFC 3339) instead of now.
+        #[arg(long, value_name = "RFC3339")]
+        at: Option<String>,
+    },
+    /// Validate a Google JWKS document and install it at identity.gcp.jwks_file.
+    ImportJwks {
+        /// A JWKS document, e.g. a saved copy of https://www.googleapis.com/oauth2/v3/certs.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CloudArg {
+    Aws,
+    Azure,
+    Google,
 }
 
 #[derive(Debug, Args)]
@@ -184,13 +216,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let out = Printer { format: cli.output };
     match cli.command {
         Command::Serve(_) => serve(loaded.config),
-        Command::CheckConfig => {
-            match out.format {
-                Output::Json => out.json(&loaded.render_json()),
-                Output::Text => out.text(&loaded.render_text()),
-            }
-            Ok(())
-        }
+        Command::CheckConfig => check_config(&loaded, &out),
         Command::Migrate => {
             let store = open_store(&loaded.config, false)?;
             let (before, after) = store.migrate()?;
@@ -215,7 +241,55 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(cmd) => user(&open_store(&loaded.config, true)?, cmd, &out),
         Command::Token(cmd) => token(&open_store(&loaded.config, true)?, cmd, &out),
         Command::Workspace(cmd) => workspace(&open_store(&loaded.config, true)?, cmd, &out),
+        Command::Identity(cmd) => identity_command(&loaded.config, cmd, &out),
     }
+}
+
+/// Prints the effective configuration and the trust material it loads; fails
+/// (after printing) when the trust material cannot be loaded.
+fn check_config(loaded: &config::Loaded, out: &Printer) -> anyhow::Result<()> {
+    let trust = trust_files::load(&loaded.config.identity);
+    let now = OffsetDateTime::now_utc();
+    match out.format {
+        Output::Json => {
+            let mut v = loaded.render_json();
+            match &trust {
+                Ok(t) => {
+                    let (_, expiring) = trust_files::describe(&t.trust, now);
+                    v["trust"] = json!(t.trust.summary().iter().map(|i| json!({
+                        "cloud": i.cloud.as_str(), "kind": i.kind.as_str(), "label": i.label,
+                        "key": i.key, "source": i.source,
+                        "not_after": i.not_after.as_ref().map(crate::sdk::rfc3339::format),
+                    })).collect::<Vec<_>>());
+                    v["trust_warnings"] =
+                        json!(t.warnings.iter().chain(&expiring).collect::<Vec<_>>());
+                }
+                Err(e) => v["trust_error"] = json!(format!("{e:#}")),
+            }
+            out.json(&v);
+        }
+        Output::Text => {
+            let mut text = loaded.render_text();
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str("\n# instance-identity trust material\n");
+            match &trust {
+                Ok(t) => {
+                    let (lines, expiring) = trust_files::describe(&t.trust, now);
+                    for l in lines {
+                        text.push_str(&format!("# {l}\n"));
+                    }
+                    for w in t.warnings.iter().chain(&expiring) {
+                        text.push_str(&format!("# warning: {w}\n"));
+                    }
+                }
+                Err(e) => text.push_str(&format!("# error: {e:#}\n")),
+            }
+            out.text(&text);
+        }
+    }
+    trust.map(|_| ())
 }
 
 fn open_store(config: &Config, migrate: bool) -> anyhow::Result<Store> {
@@ -267,6 +341,18 @@ fn valid_username(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
+fn valid_email(email: &str) -> bool {
+    match email.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !domain.contains('@')
+                && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
+        None => false,
+    }
+}
+
 fn find_user(store: &Store, name: &str) -> anyhow::Result<store::users::UserRow> {
     store
         .read(|c| store::users::user_by_name(c, name))?
@@ -286,6 +372,9 @@ fn user(store: &Store, cmd: UserCommand, out: &Printer) -> anyhow::Result<()> {
                 bail!(
                     "\"{name}\" is not a valid username: use letters, digits and single hyphens, at most 32 characters"
                 );
+            }
+            if !email.is_empty() && !valid_email(&email) {
+                bail!("\"{email}\" is not an email address: use name@domain, or leave --email out");
             }
             let now = OffsetDateTime::now_utc();
             let user = store
@@ -391,7 +480,21 @@ fn workspace(store: &Store, cmd: WorkspaceCommand, out: &Printer) -> anyhow::Res
                 .with_context(|| format!("reading the manifest {}", file.display()))?;
             let ws = manifest::parse(&file.display().to_string(), &text)
                 .map_err(|e| anyhow::anyhow!("invalid manifest:\n{e}"))?;
-            let owner = find_user(store, &ws.owner)?;
+            let file_name = file.display().to_string();
+            let owner = store
+                .read(|c| store::users::user_by_name(c, &ws.owner))?
+                .ok_or_else(|| {
+                    let e = manifest::problem_at(
+                        &file_name,
+                        &text,
+                        "owner",
+                        format!(
+                            "unknown user \"{}\": create it with `appliance user create {}`",
+                            ws.owner, ws.owner
+                        ),
+                    );
+                    anyhow::anyhow!("cannot apply the manifest:\n{e}")
+                })?;
             // Tokens are minted in the same transaction that records the agents.
             let (applied, tokens) = store.write(|tx| {
                 let applied = store::workspaces::apply(tx, &ws, owner.id, owner.id, now)?;
@@ -538,6 +641,115 @@ fn workspace(store: &Store, cmd: WorkspaceCommand, out: &Printer) -> anyhow::Res
     Ok(())
 }
 
+fn identity_command(config: &Config, cmd: IdentityCommand, out: &Printer) -> anyhow::Result<()> {
+    match cmd {
+        IdentityCommand::Verify { cloud, file, at } => {
+            let now = match at {
+                Some(at) => {
+                    OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339)
+                        .with_context(|| {
+                            format!(
+                                "--at {at:?} is not an RFC 3339 time, e.g. 2024-04-22T17:32:44Z"
+                            )
+                        })?
+                }
+                None => OffsetDateTime::now_utc(),
+            };
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let body: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{} is not JSON: it must hold the request body an agent sends",
+                    file.display()
+                )
+            })?;
+            let field = |name: &str| -> anyhow::Result<String> {
+                body.get(name)
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
+                    .with_context(|| format!("{} has no string field \"{name}\"", file.display()))
+            };
+            let loaded = trust_files::load(&config.identity)?;
+            let trust = &loaded.trust;
+            let (cloud_name, result) = match cloud {
+                CloudArg::Aws => (
+                    "aws",
+                    crate::identity::verify_aws(
+                        &field("document")?,
+                        &field("signature")?,
+                        &trust.aws,
+                    ),
+                ),
+                CloudArg::Azure => (
+                    "azure",
+                    crate::identity::verify_azure(&field("signature")?, &trust.azure, now),
+                ),
+                CloudArg::Google => (
+                    "google",
+                    crate::identity::verify_gcp(
+                        &field("json_web_token")?,
+                        &trust.gcp,
+                        config.identity.gcp.audience.as_deref(),
+                        now,
+                    ),
+                ),
+            };
+            let at = crate::sdk::rfc3339::format(&now);
+            match result {
+                Ok(instance_id) => {
+                    out.emit(
+                        &json!({"valid": true, "cloud": cloud_name, "instance_id": instance_id, "at": at}),
+                        || format!("valid {cloud_name} proof for instance {instance_id:?} (checked at {at})"),
+                    );
+                    Ok(())
+                }
+                Err(e) => {
+                    out.emit(&json!({"valid": false, "cloud": cloud_name, "error": e.to_string(), "at": at}), || {
+                        format!("invalid {cloud_name} proof (checked at {at}): {e}")
+                    });
+                    bail!("the proof does not verify")
+                }
+            }
+        }
+        IdentityCommand::ImportJwks { file } => {
+            let target = config.identity.gcp.jwks_file.clone().context(
+                "identity.gcp.jwks_file is not set: set it in the config file (e.g. /var/lib/appliance/gcp-jwks.json) first",
+            )?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let mut gcp = crate::identity::GcpTrust::default();
+            let count = gcp
+                .add_jwks_json(&bytes)
+                .with_context(|| format!("{} is not a usable JWKS", file.display()))?;
+            if count == 0 {
+                bail!("{} holds no keys", file.display());
+            }
+            let kids: Vec<String> = crate::identity::Trust {
+                gcp,
+                ..crate::identity::Trust::default()
+            }
+            .summary()
+            .into_iter()
+            .map(|i| i.label)
+            .collect();
+            // Write beside the target, then rename: a running server never reads half a file.
+            let tmp = target.with_extension("json.tmp");
+            std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, &target)
+                .with_context(|| format!("installing {}", target.display()))?;
+            out.emit(&json!({"installed": target, "keys": kids}), || {
+                format!(
+                    "installed {} key(s) ({}) at {}; restart the server to use them",
+                    kids.len(),
+                    kids.join(", "),
+                    target.display()
+                )
+            });
+            Ok(())
+        }
+    }
+}
+
 /// The name of the admin created on a new, empty database.
 pub const FIRST_ADMIN: &str = "admin";
 
@@ -546,7 +758,48 @@ fn serve(config: Config) -> anyhow::Result<()> {
         &config.log.filter,
         config.log.format == config::LogFormat::Json,
     );
-    let store = open_store(&config, false)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("appliance")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let mut config = config;
+        // Bind first: a busy port must not leave a half-initialised database behind.
+        let bound = server::bind(config.listen).await?;
+        if config.listen.port() == 0 && config.access_url.ends_with(":0") {
+            // Derived from an ephemeral port: name the port actually bound.
+            config.access_url = format!("http://{}", bound.addr);
+        }
+        let (store, schema, config) = tokio::task::spawn_blocking(move || {
+            prepare_database(&config).map(|(store, schema)| (store, schema, config))
+        })
+        .await
+        .context("database setup task")??;
+        let trust = trust_files::load(&config.identity)?;
+        for w in &trust.warnings {
+            tracing::warn!("{w}");
+        }
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            db = %config.db.display(),
+            schema,
+            access_url = %config.access_url,
+            "listening on http://{}",
+            bound.addr
+        );
+        if !tracing::enabled!(tracing::Level::INFO) {
+            // Scripts and tests learn the port from this line whatever the log level.
+            eprintln!("listening on http://{}", bound.addr);
+        }
+        let app = App::new(store, config, trust.trust);
+        server::run(bound, app, server::shutdown_signal()).await
+    })
+}
+
+/// Opens and migrates the database; on a new, empty one creates the first admin.
+fn prepare_database(config: &Config) -> anyhow::Result<(Store, i64)> {
+    let store = open_store(config, false)?;
     let (before, after) = store.migrate().context("migrating the database schema")?;
     if before != after {
         tracing::info!(from = before, to = after, "database schema migrated");
@@ -567,29 +820,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
             config.db.display()
         );
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("appliance")
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async move {
-        let mut config = config;
-        let bound = server::bind(config.listen).await?;
-        if config.listen.port() == 0 && config.access_url.ends_with(":0") {
-            // Derived from an ephemeral port: name the port actually bound.
-            config.access_url = format!("http://{}", bound.addr);
-        }
-        tracing::info!(
-            version = env!("CARGO_PKG_VERSION"),
-            db = %config.db.display(),
-            schema = after,
-            access_url = %config.access_url,
-            "listening on http://{}",
-            bound.addr
-        );
-        let app = App::new(store, config);
-        server::run(bound, app, server::shutdown_signal()).await
-    })
+    Ok((store, after))
 }
 
 #[cfg(test)]

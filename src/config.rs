@@ -69,6 +69,7 @@ pub struct Config {
     pub log: LogConfig,
     pub database: DatabaseConfig,
     pub agent: AgentConfig,
+    pub identity: IdentityConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +110,43 @@ pub struct AgentConfig {
     pub inactive_disconnect_timeout: Duration,
 }
 
+/// Where instance-identity trust material comes from. The files are read by
+/// the caller (this module reads only the config file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityConfig {
+    /// Sign-in attempts per minute per client address; 0 turns the limit off.
+    pub rate_limit_per_minute: u32,
+    pub aws: AwsIdentityConfig,
+    pub azure: AzureIdentityConfig,
+    pub gcp: GcpIdentityConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsIdentityConfig {
+    /// Keep the built-in AWS keys (false: only `certificates`).
+    pub builtin: bool,
+    /// PEM files or directories of PEM files, added to (or replacing) the built-ins.
+    pub certificates: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AzureIdentityConfig {
+    /// Keep the built-in Azure roots and intermediates.
+    pub builtin: bool,
+    pub roots: Vec<PathBuf>,
+    pub intermediates: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcpIdentityConfig {
+    /// A Google JWKS document on disk (e.g. installed by `appliance identity import-jwks`).
+    pub jwks_file: Option<PathBuf>,
+    /// Where to fetch Google's JWKS from, when the network allows.
+    pub jwks_url: Option<String>,
+    /// Required `aud` of GCP identity tokens; `None` accepts any (as upstream).
+    pub audience: Option<String>,
+}
+
 impl Default for Config {
     fn default() -> Self {
         // Only built-in constants are parsed here; the `defaults_are_valid`
@@ -139,6 +177,43 @@ pub struct RawConfig {
     pub database: RawDatabase,
     #[serde(default)]
     pub agent: RawAgent,
+    #[serde(default)]
+    pub identity: RawIdentity,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    pub rate_limit_per_minute: Option<i64>,
+    #[serde(default)]
+    pub aws: RawIdentityAws,
+    #[serde(default)]
+    pub azure: RawIdentityAzure,
+    #[serde(default)]
+    pub gcp: RawIdentityGcp,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentityAws {
+    pub builtin: Option<bool>,
+    pub certificates: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentityAzure {
+    pub builtin: Option<bool>,
+    pub roots: Option<Vec<String>>,
+    pub intermediates: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentityGcp {
+    pub jwks_file: Option<String>,
+    pub jwks_url: Option<String>,
+    pub audience: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -347,6 +422,9 @@ impl ConfigError {
 enum Raw {
     Str(String),
     Int(i64),
+    Bool(bool),
+    /// A TOML array of strings (from the environment: one comma-separated string).
+    List(Vec<String>),
     /// From a `PathBuf` flag; may not be UTF-8.
     Path(PathBuf),
 }
@@ -359,6 +437,8 @@ impl Raw {
         match self {
             Raw::Str(s) => format!("{s:?}"),
             Raw::Int(i) => i.to_string(),
+            Raw::Bool(b) => b.to_string(),
+            Raw::List(l) => format!("{l:?}"),
             Raw::Path(p) => format!("{:?}", p.display().to_string()),
         }
     }
@@ -523,6 +603,17 @@ fn parse_file(path: &Path, text: &str, keys: &[String]) -> Result<Vec<(String, R
             Some(i) => out.push((key, Raw::Int(i))),
             None => bad = Some(key),
         },
+        serde_json::Value::Bool(b) => out.push((key, Raw::Bool(*b))),
+        serde_json::Value::Array(items) => {
+            let strings: Option<Vec<String>> = items
+                .iter()
+                .map(|i| i.as_str().map(str::to_owned))
+                .collect();
+            match strings {
+                Some(list) => out.push((key, Raw::List(list))),
+                None => bad = Some(key),
+            }
+        }
         _ => bad = Some(key),
     });
     match bad {
@@ -652,6 +743,31 @@ fn resolve(layered: &Layered) -> Result<(Config, Vec<Entry>), ConfigError> {
             parse_duration_at_least(v, 2)
         })?,
     };
+    let identity = IdentityConfig {
+        rate_limit_per_minute: r.get("identity.rate_limit_per_minute", "600", |v| {
+            parse_int_in(v, 0, 1_000_000)
+        })?,
+        aws: AwsIdentityConfig {
+            builtin: r.get("identity.aws.builtin", "true", parse_bool)?,
+            certificates: r.get("identity.aws.certificates", "", parse_path_list)?,
+        },
+        azure: AzureIdentityConfig {
+            builtin: r.get("identity.azure.builtin", "true", parse_bool)?,
+            roots: r.get("identity.azure.roots", "", parse_path_list)?,
+            intermediates: r.get("identity.azure.intermediates", "", parse_path_list)?,
+        },
+        gcp: GcpIdentityConfig {
+            jwks_file: r.get("identity.gcp.jwks_file", "", |v| {
+                parse_optional(v, |s| Ok(PathBuf::from(s)))
+            })?,
+            jwks_url: r.get("identity.gcp.jwks_url", "", |v| {
+                parse_optional(v, |s| check_http_url(s, false))
+            })?,
+            audience: r.get("identity.gcp.audience", "", |v| {
+                parse_optional(v, |s| Ok(s.to_owned()))
+            })?,
+        },
+    };
     let config = Config {
         db,
         listen,
@@ -659,6 +775,7 @@ fn resolve(layered: &Layered) -> Result<(Config, Vec<Entry>), ConfigError> {
         log,
         database,
         agent,
+        identity,
     };
     Ok((config, r.entries))
 }
@@ -754,6 +871,27 @@ impl Render for Duration {
         format_duration(*self).into()
     }
 }
+impl Render for bool {
+    fn render(&self) -> serde_json::Value {
+        (*self).into()
+    }
+}
+impl Render for Vec<PathBuf> {
+    fn render(&self) -> serde_json::Value {
+        self.iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .into()
+    }
+}
+impl<T: Render> Render for Option<T> {
+    fn render(&self) -> serde_json::Value {
+        match self {
+            Some(v) => v.render(),
+            None => serde_json::Value::Null,
+        }
+    }
+}
 impl Render for LogFormat {
     fn render(&self) -> serde_json::Value {
         self.as_str().into()
@@ -779,6 +917,8 @@ fn expect_str(raw: &Raw, what: &str) -> Result<String, String> {
         Raw::Str(s) => Ok(s.clone()),
         Raw::Path(p) => Ok(p.to_string_lossy().into_owned()),
         Raw::Int(_) => Err(format!("expected {what}, not an integer")),
+        Raw::Bool(_) => Err(format!("expected {what}, not a boolean")),
+        Raw::List(_) => Err(format!("expected {what}, not a list")),
     }
 }
 
@@ -798,6 +938,47 @@ fn parse_socket_addr(raw: &Raw) -> Result<SocketAddr, String> {
         "expected IP:port, e.g. 127.0.0.1:3000, 0.0.0.0:3000 or [::]:3000 (host names are not accepted)"
             .to_owned()
     })
+}
+
+fn parse_bool(raw: &Raw) -> Result<bool, String> {
+    match raw {
+        Raw::Bool(b) => Ok(*b),
+        other => match expect_str(other, "true or false")?.trim() {
+            "true" | "1" => Ok(true),
+            "false" | "0" => Ok(false),
+            _ => Err("expected true or false".to_owned()),
+        },
+    }
+}
+
+/// A list of paths: a TOML array, or one comma-separated string (environment);
+/// the empty string is the empty list.
+fn parse_path_list(raw: &Raw) -> Result<Vec<PathBuf>, String> {
+    let items: Vec<String> = match raw {
+        Raw::List(l) => l.clone(),
+        other => expect_str(other, "a list of paths")?
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect(),
+    };
+    if items.iter().any(|s| s.trim().is_empty()) {
+        return Err("paths must not be empty".to_owned());
+    }
+    Ok(items.into_iter().map(PathBuf::from).collect())
+}
+
+/// An optional string setting: empty means unset.
+fn parse_optional<T>(
+    raw: &Raw,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<Option<T>, String> {
+    let s = expect_str(raw, "a string")?;
+    if s.trim().is_empty() {
+        Ok(None)
+    } else {
+        parse(s.trim()).map(Some)
+    }
 }
 
 fn parse_non_empty(raw: &Raw) -> Result<String, String> {

@@ -12,19 +12,28 @@
 //! - `manifest`: workspace manifests (what an operator writes instead of a template).
 //! - `auth`: API keys and agent tokens; only their SHA-256 digests are stored.
 //! - `agent_status`: connection status and health, derived from timestamps.
+//! - `identity`: cloud instance-identity proofs (AWS, Azure, GCP), verified
+//!   offline; no I/O, the clock passed in.
+//! - `trust_files`: reads the trust material the config names into `identity::Trust`.
+//! - `agent_select`: which agent an instance-identity sign-in is for.
+//! - `rate_limit`: per-address budget for unauthenticated sign-ins.
 //! - `telemetry`: logging.
 //!
 //! See ARCHITECTURE.md for the invariants.
 
+pub mod agent_select;
 pub mod agent_status;
 pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod identity;
 pub mod manifest;
+pub mod rate_limit;
 pub mod routes;
 pub mod sdk;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod trust_files;

@@ -97,6 +97,8 @@ pub struct Agent {
     pub apps: Vec<App>,
     pub scripts: Vec<Script>,
     /// Sub-agents (their `parent_id` is this agent). Always empty on a child.
+    /// Sub-agents run on their parent's instance: they carry the resource's
+    /// instance id but can never sign in with it.
     pub children: Vec<Agent>,
 }
 
@@ -352,6 +354,24 @@ pub fn parse(file: &str, text: &str) -> Result<Workspace, ManifestError> {
     }
 }
 
+/// A problem found after parsing (e.g. an owner the database does not know),
+/// reported like the manifest's own problems: file, line, key path.
+pub fn problem_at(file: &str, text: &str, path: &str, message: impl Into<String>) -> ManifestError {
+    let is_json = file.ends_with(".json") || text.trim_start().starts_with('{');
+    ManifestError {
+        file: file.to_string(),
+        problems: vec![Problem {
+            path: path.to_string(),
+            line: if is_json {
+                None
+            } else {
+                locate_toml(text, path)
+            },
+            message: message.into(),
+        }],
+    }
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())]
         .iter()
@@ -570,7 +590,12 @@ impl Validator {
                 AgentAuth::Token
             }),
         };
-        if auth.is_instance_identity() && !has_instance_id {
+        if auth.is_instance_identity() && is_child {
+            self.problem(
+                format!("{path}.auth"),
+                "a sub-agent cannot sign in with the instance identity (only root agents are chosen by instance id); use auth = \"token\"",
+            );
+        } else if auth.is_instance_identity() && !has_instance_id {
             self.problem(
                 format!("{path}.auth"),
                 format!("\"{}\" needs the resource's instance_id: set instance_id on the resource, or use auth = \"token\"", auth.as_str()),

@@ -6,9 +6,9 @@
 //! dates are ignored; unlike coder, the key for the document's region is tried first so the
 //! common case costs one RSA verification instead of up to fourteen.
 
+use super::IdentityError;
 use super::pki::{self, HashAlg};
 use super::trust::AwsTrust;
-use super::IdentityError;
 
 /// Largest accepted `signature` field (base64, with line breaks). RSA-8192 needs ~1.4 KiB.
 const MAX_SIGNATURE_B64_LEN: usize = 16 << 10;
@@ -63,8 +63,7 @@ pub fn verify_aws(
     let hash = HashAlg::Sha256.digest(document.as_bytes());
     let scheme = || rsa::Pkcs1v15Sign::new::<sha2::Sha256>();
     let preferred = preferred_labels(region);
-    let is_preferred =
-        |labels: &[String]| labels.iter().any(|l| preferred.iter().any(|p| l == p));
+    let is_preferred = |labels: &[String]| labels.iter().any(|l| preferred.iter().any(|p| l == p));
 
     // Two passes over a short list: the region's keys first, then everything else.
     let first = trust.keys.iter().filter(|k| is_preferred(&k.labels));
@@ -74,7 +73,9 @@ pub fn verify_aws(
             return Ok(instance_id);
         }
     }
-    Err(IdentityError::BadSignature(RSA_VERIFICATION_ERROR.to_string()))
+    Err(IdentityError::BadSignature(
+        RSA_VERIFICATION_ERROR.to_string(),
+    ))
 }
 
 /// Labels whose keys should be tried first for a document from `region`: the region code
@@ -110,8 +111,14 @@ mod unit {
     fn region_table() {
         assert_eq!(preferred_labels("us-east-1"), ["us-east-1", "other"]);
         assert_eq!(preferred_labels("ap-east-1"), ["ap-east-1", "hongkong"]);
-        assert_eq!(preferred_labels("cn-northwest-1"), ["cn-northwest-1", "china"]);
-        assert_eq!(preferred_labels("il-central-1"), ["il-central-1", "telaviv"]);
+        assert_eq!(
+            preferred_labels("cn-northwest-1"),
+            ["cn-northwest-1", "china"]
+        );
+        assert_eq!(
+            preferred_labels("il-central-1"),
+            ["il-central-1", "telaviv"]
+        );
         assert_eq!(preferred_labels(""), ["", ""]);
     }
 }

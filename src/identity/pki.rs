@@ -73,7 +73,11 @@ const OID_AD_CA_ISSUERS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.
 /// CR and LF anywhere are ignored (AWS wraps `/signature` at 76 columns), everything else must
 /// be canonical base64. `max_len` caps the *encoded* length so hostile input is rejected before
 /// any allocation proportional to it.
-pub(super) fn decode_base64_lines(input: &str, max_len: usize, what: &str) -> Result<Vec<u8>, String> {
+pub(super) fn decode_base64_lines(
+    input: &str,
+    max_len: usize,
+    what: &str,
+) -> Result<Vec<u8>, String> {
     if input.len() > max_len {
         return Err(format!(
             "{what} is too large ({} bytes of base64, at most {max_len} accepted)",
@@ -379,9 +383,9 @@ pub(super) fn sig_alg_from_oid(oid: &ObjectIdentifier) -> Result<SigAlg, String>
         OID_ECDSA_SHA256 => Ok(SigAlg::Ecdsa(HashAlg::Sha256)),
         OID_ECDSA_SHA384 => Ok(SigAlg::Ecdsa(HashAlg::Sha384)),
         OID_ECDSA_SHA512 => Ok(SigAlg::Ecdsa(HashAlg::Sha512)),
-        OID_SHA1_WITH_RSA | OID_ECDSA_SHA1 | OID_DSA_SHA1 => {
-            Err(format!("signature algorithm {oid} uses SHA-1, which is not accepted"))
-        }
+        OID_SHA1_WITH_RSA | OID_ECDSA_SHA1 | OID_DSA_SHA1 => Err(format!(
+            "signature algorithm {oid} uses SHA-1, which is not accepted"
+        )),
         OID_RSASSA_PSS => Err("RSASSA-PSS signatures are not supported".to_string()),
         _ => Err(format!("unsupported signature algorithm {oid}")),
     }
@@ -450,7 +454,7 @@ impl PublicKey {
     /// Short description for summaries and messages: `rsa-2048`, `ec-p256`, `ec-p384`.
     pub fn describe(&self) -> String {
         match self {
-            PublicKey::Rsa(key) => format!("rsa-{}", key.n().bits_vartime()),
+            PublicKey::Rsa(key) => format!("rsa-{}", key.n().bit_width_vartime()),
             PublicKey::P256(_) => "ec-p256".to_string(),
             PublicKey::P384(_) => "ec-p384".to_string(),
         }
@@ -492,7 +496,8 @@ impl PublicKey {
 pub(super) fn x509_time(t: &x509_cert::time::Time) -> Result<OffsetDateTime, String> {
     let secs = i64::try_from(t.to_unix_duration().as_secs())
         .map_err(|_| "certificate time out of range".to_string())?;
-    OffsetDateTime::from_unix_timestamp(secs).map_err(|_| "certificate time out of range".to_string())
+    OffsetDateTime::from_unix_timestamp(secs)
+        .map_err(|_| "certificate time out of range".to_string())
 }
 
 /// RFC 3339 rendering for messages; falls back to the Unix timestamp.
@@ -543,14 +548,12 @@ impl Cert {
     /// Parses a DER certificate. Fails on anything a strict DER X.509 parser rejects and on
     /// malformed extensions this module relies on.
     pub fn from_der(der: &[u8]) -> Result<Cert, String> {
-        let cert =
-            Certificate::from_der(der).map_err(|e| format!("not a valid X.509 certificate: {e}"))?;
+        let cert = Certificate::from_der(der)
+            .map_err(|e| format!("not a valid X.509 certificate: {e}"))?;
         let tbs = raw_tbs_range(der).ok_or_else(|| "cannot locate tbsCertificate".to_string())?;
         let tbs_cert = cert.tbs_certificate();
         if cert.signature_algorithm() != tbs_cert.signature() {
-            return Err(
-                "inner and outer signature algorithm identifiers don't match".to_string()
-            );
+            return Err("inner and outer signature algorithm identifiers don't match".to_string());
         }
         let subject_der = tbs_cert
             .subject()
@@ -687,9 +690,10 @@ impl Cert {
     /// Verifies that `issuer`'s key signed this certificate.
     pub fn verify_signed_by(&self, issuer: &Cert) -> Result<(), String> {
         let alg = self.sig_alg.clone()?;
-        let key = issuer.key.as_ref().map_err(|e| {
-            format!("issuer \"{}\" has an unusable key: {e}", issuer.subject)
-        })?;
+        let key = issuer
+            .key
+            .as_ref()
+            .map_err(|e| format!("issuer \"{}\" has an unusable key: {e}", issuer.subject))?;
         key.verify(alg, self.tbs_der(), &self.signature)
     }
 }

@@ -16,8 +16,11 @@ use super::{Cloud, IdentityError};
 /// All trust material, one part per cloud.
 #[derive(Debug, Clone, Default)]
 pub struct Trust {
+    /// Keys for [`super::verify_aws`].
     pub aws: AwsTrust,
+    /// Roots and intermediates for [`super::verify_azure`].
     pub azure: AzureTrust,
+    /// JWKs for [`super::verify_gcp`].
     pub gcp: GcpTrust,
 }
 
@@ -47,9 +50,13 @@ impl Trust {
 /// What kind of trust anchor a [`TrustItem`] describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TrustKind {
+    /// An AWS `/signature` RSA key.
     AwsKey,
+    /// An Azure trust anchor.
     AzureRoot,
+    /// An Azure intermediate CA certificate (chain building only).
     AzureIntermediate,
+    /// A Google RS256 JWK.
     GcpJwk,
 }
 
@@ -68,7 +75,9 @@ impl TrustKind {
 /// One trusted key or certificate, as shown by `appliance check-config`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrustItem {
+    /// Which cloud this item verifies proofs for.
     pub cloud: Cloud,
+    /// What kind of item it is.
     pub kind: TrustKind,
     /// AWS: the key's label(s) joined with `,` (region group, e.g. `other`, `hongkong`);
     /// Azure: the certificate subject DN (RFC 4514); GCP: the `kid`.
@@ -89,19 +98,34 @@ pub struct TrustItem {
 /// name. `certs/aws/README.md` (fixtures) documents each file's provenance.
 const AWS_BUILTIN: &[(&str, &str)] = &[
     ("other", include_str!("certs/aws/other-aws-regions.pem")),
-    ("hongkong", include_str!("certs/aws/asia-pacific-hong-kong.pem")),
+    (
+        "hongkong",
+        include_str!("certs/aws/asia-pacific-hong-kong.pem"),
+    ),
     ("bahrain", include_str!("certs/aws/middle-east-bahrain.pem")),
     ("uae", include_str!("certs/aws/middle-east-uae.pem")),
     ("capetown", include_str!("certs/aws/africa-cape-town.pem")),
     ("milan", include_str!("certs/aws/europe-milan.pem")),
     ("spain", include_str!("certs/aws/europe-spain.pem")),
     ("zurich", include_str!("certs/aws/europe-zurich.pem")),
-    ("jakarta", include_str!("certs/aws/asia-pacific-jakarta.pem")),
-    ("melbourne", include_str!("certs/aws/asia-pacific-melbourne.pem")),
-    ("hyderabad", include_str!("certs/aws/asia-pacific-hyderabad.pem")),
+    (
+        "jakarta",
+        include_str!("certs/aws/asia-pacific-jakarta.pem"),
+    ),
+    (
+        "melbourne",
+        include_str!("certs/aws/asia-pacific-melbourne.pem"),
+    ),
+    (
+        "hyderabad",
+        include_str!("certs/aws/asia-pacific-hyderabad.pem"),
+    ),
     ("china", include_str!("certs/aws/china.pem")),
     ("govcloud", include_str!("certs/aws/aws-govcloud-us.pem")),
-    ("telaviv", include_str!("certs/aws/il-central-1-tel-aviv.pem")),
+    (
+        "telaviv",
+        include_str!("certs/aws/il-central-1-tel-aviv.pem"),
+    ),
 ];
 
 /// One AWS RSA key, possibly known under several labels (the same key re-issued in a new
@@ -181,7 +205,12 @@ impl AwsTrust {
         self.keys.is_empty()
     }
 
-    fn add_pem_from(&mut self, label: &str, source: &str, pem: &str) -> Result<usize, IdentityError> {
+    fn add_pem_from(
+        &mut self,
+        label: &str,
+        source: &str,
+        pem: &str,
+    ) -> Result<usize, IdentityError> {
         let parsed = parse_aws_pem(label, pem)?;
         Ok(self.insert_keys(label, source, parsed))
     }
@@ -222,7 +251,7 @@ impl AwsTrust {
                 kind: TrustKind::AwsKey,
                 label: k.labels.join(","),
                 source: k.source.clone(),
-                key: format!("rsa-{}", k.key.n().bits_vartime()),
+                key: format!("rsa-{}", k.key.n().bit_width_vartime()),
                 not_after: k.not_after,
             })
             .collect()
@@ -244,11 +273,11 @@ fn parse_aws_pem(
         let n = index + 1;
         let (key, not_after) = match block.label.as_str() {
             "CERTIFICATE" => {
-                let cert = Cert::from_der(&block.der)
-                    .map_err(|e| bad(format!("PEM block {n}: {e}")))?;
-                let key = cert.key.map_err(|e| {
-                    bad(format!("PEM block {n} (\"{}\"): {e}", cert.subject))
-                })?;
+                let cert =
+                    Cert::from_der(&block.der).map_err(|e| bad(format!("PEM block {n}: {e}")))?;
+                let key = cert
+                    .key
+                    .map_err(|e| bad(format!("PEM block {n} (\"{}\"): {e}", cert.subject)))?;
                 (key, Some(cert.not_after))
             }
             "PUBLIC KEY" => {
@@ -424,7 +453,10 @@ impl AzureTrust {
             let added = parse_azure_pem(label, pem).map(|certs| {
                 add_certs(&mut trust.intermediates, "builtin", certs);
             });
-            debug_assert!(added.is_ok(), "built-in Azure intermediate {label}: {added:?}");
+            debug_assert!(
+                added.is_ok(),
+                "built-in Azure intermediate {label}: {added:?}"
+            );
         }
         trust
     }
@@ -493,7 +525,8 @@ impl AzureTrust {
 
 /// Parses an Azure PEM file into certificates whose keys can sign, all-or-nothing.
 fn parse_azure_pem(label: &str, pem: &str) -> Result<Vec<Cert>, IdentityError> {
-    let bad = |msg: String| IdentityError::InvalidTrust(format!("Azure certificate \"{label}\": {msg}"));
+    let bad =
+        |msg: String| IdentityError::InvalidTrust(format!("Azure certificate \"{label}\": {msg}"));
     let blocks = pki::parse_pem(pem).map_err(bad)?;
     let mut certs = Vec::with_capacity(blocks.len());
     for (index, block) in blocks.iter().enumerate() {
@@ -625,7 +658,7 @@ impl GcpTrust {
                 kind: TrustKind::GcpJwk,
                 label: k.kid.clone(),
                 source: "jwks".to_string(),
-                key: format!("rsa-{}", k.key.n().bits_vartime()),
+                key: format!("rsa-{}", k.key.n().bit_width_vartime()),
                 not_after: None,
             })
             .collect()
@@ -654,7 +687,9 @@ fn parse_jwk(value: &serde_json::Value) -> Result<Jwk, String> {
     if let Some(alg) = string_member("alg")?
         && alg != "RS256"
     {
-        return Err(format!("kid \"{kid}\": alg \"{alg}\" is not supported (only RS256)"));
+        return Err(format!(
+            "kid \"{kid}\": alg \"{alg}\" is not supported (only RS256)"
+        ));
     }
     if let Some(usage) = string_member("use")?
         && usage != "sig"
@@ -668,10 +703,14 @@ fn parse_jwk(value: &serde_json::Value) -> Result<Jwk, String> {
             ));
         }
     }
-    let n = decode_b64url_uint(string_member("n")?.ok_or_else(|| format!("kid \"{kid}\": missing \"n\""))?)
-        .map_err(|e| format!("kid \"{kid}\": \"n\": {e}"))?;
-    let e = decode_b64url_uint(string_member("e")?.ok_or_else(|| format!("kid \"{kid}\": missing \"e\""))?)
-        .map_err(|e| format!("kid \"{kid}\": \"e\": {e}"))?;
+    let n = decode_b64url_uint(
+        string_member("n")?.ok_or_else(|| format!("kid \"{kid}\": missing \"n\""))?,
+    )
+    .map_err(|e| format!("kid \"{kid}\": \"n\": {e}"))?;
+    let e = decode_b64url_uint(
+        string_member("e")?.ok_or_else(|| format!("kid \"{kid}\": missing \"e\""))?,
+    )
+    .map_err(|e| format!("kid \"{kid}\": \"e\": {e}"))?;
     // Bound sizes before building big integers: n up to 8192 bits, e up to 64 bits.
     if n.len() > 1024 {
         return Err(format!("kid \"{kid}\": modulus larger than 8192 bits"));
@@ -681,7 +720,8 @@ fn parse_jwk(value: &serde_json::Value) -> Result<Jwk, String> {
     }
     let n = rsa::BoxedUint::from_be_slice_vartime(&n);
     let e = rsa::BoxedUint::from_be_slice_vartime(&e);
-    let key = rsa::PublicKey::new(n, e).map_err(|err| format!("kid \"{kid}\": unusable RSA key: {err}"))?;
+    let key = rsa::PublicKey::new(n, e)
+        .map_err(|err| format!("kid \"{kid}\": unusable RSA key: {err}"))?;
     Ok(Jwk {
         kid: kid.to_string(),
         key,

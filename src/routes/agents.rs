@@ -42,10 +42,12 @@ fn not_found() -> ApiError {
     ApiError::not_found("Agent doesn't exist with that id, or you do not have access to it.")
 }
 
-/// Parses a `{workspaceagent}`-style path parameter as Coder does.
+/// Parses a `{workspaceagent}`-style path parameter as Coder does (on the
+/// percent-decoded segment).
 pub fn parse_uuid_param(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|e| {
-        ApiError::bad_request(format!("Invalid UUID \"{raw}\".")).detail(e.to_string())
+    let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+    Uuid::parse_str(&decoded).map_err(|e| {
+        ApiError::bad_request(format!("Invalid UUID \"{decoded}\".")).detail(e.to_string())
     })
 }
 

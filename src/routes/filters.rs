@@ -85,10 +85,10 @@ fn find_token(headers: &HeaderMap, query: &[(String, String)]) -> Option<String>
 /// Unknown fields are ignored. Feed it `warp::body::stream()`: unlike
 /// `warp::body::json`, it needs no Content-Length and ignores Content-Type, as
 /// Coder's decoder does.
-#[cfg_attr(not(test), allow(dead_code))] // reason: used by the body-taking routes; tested below
 pub async fn read_json<T: DeserializeOwned>(
-    mut body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
+    body: impl Stream<Item = Result<impl Buf, warp::Error>>,
 ) -> Result<T, ApiError> {
+    let mut body = std::pin::pin!(body);
     let mut buf = Vec::new();
     while let Some(chunk) = body.next().await {
         let mut chunk = chunk.map_err(|e| {
@@ -111,7 +111,6 @@ pub async fn read_json<T: DeserializeOwned>(
     decode_json(&Bytes::from(buf))
 }
 
-#[cfg_attr(not(test), allow(dead_code))] // reason: as read_json
 pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
         ApiError::bad_request("Request body must be valid JSON.").detail(e.to_string())

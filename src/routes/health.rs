@@ -6,7 +6,7 @@ use warp::reply::Response;
 
 pub fn routes() -> BoxedFilter<(Response,)> {
     warp::path!("healthz")
-        .and(warp::get())
+        .and(warp::get().or(warp::head()).unify())
         .map(|| warp::reply::Reply::into_response("OK"))
         .boxed()
 }

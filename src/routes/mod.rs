@@ -8,6 +8,8 @@
 mod agents;
 mod filters;
 mod health;
+mod instance_identity;
+mod log_sources;
 mod session;
 
 use warp::Filter;
@@ -20,6 +22,10 @@ use crate::error;
 /// Every route, the rejection handler, and per-request logging.
 pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
     health::routes()
+        .or(instance_identity::routes(app))
+        .unify()
+        .or(log_sources::routes(app))
+        .unify()
         .or(agents::routes(app))
         .unify()
         .recover(error::recover)

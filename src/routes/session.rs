@@ -52,3 +52,32 @@ pub fn user_for_key(
     }
     Ok(Ok(user))
 }
+
+/// Resolves the agent an agent token belongs to (`/me/*` routes), with
+/// Coder's messages. Only live agents (of their workspace's latest build)
+/// authenticate. Runs on a store connection.
+pub fn agent_for_token(
+    conn: &store::Connection,
+    token: Option<&str>,
+) -> store::Result<Result<store::agents::AgentRow, ApiError>> {
+    let Some(token) = token else {
+        return Ok(Err(ApiError::unauthorized(
+            "Cookie \"coder_session_token\" must be provided.",
+        )));
+    };
+    if uuid::Uuid::parse_str(token).is_err() {
+        return Ok(Err(ApiError::unauthorized(
+            "Workspace agent token invalid.",
+        )
+        .detail(format!(
+            "An agent token must be a valid UUIDv4. (len {})",
+            token.len()
+        ))));
+    }
+    match store::agents::agent_by_token_hash(conn, &auth::agent_token_hash(token))? {
+        Some(agent) => Ok(Ok(agent)),
+        None => Ok(Err(ApiError::unauthorized("Workspace agent not authorized.").detail(
+            "The agent cannot authenticate until the workspace provision job has been completed. If the job is no longer running, this agent is invalid.",
+        ))),
+    }
+}

@@ -355,3 +355,66 @@ pub fn token_count(conn: &Connection, agent_id: Uuid) -> Result<i64> {
         |r| r.get(0),
     )?)
 }
+
+/// A root agent that may sign in with an instance id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceCandidate {
+    pub agent_id: Uuid,
+    pub name: String,
+    pub build_id: Uuid,
+    pub workspace_id: Uuid,
+    pub created_at: OffsetDateTime,
+    /// Whether the agent's build is its workspace's latest.
+    pub on_latest_build: bool,
+}
+
+/// Live root agents of live workspaces on the instance, newest first (Coder's
+/// `GetWorkspaceBuildAgentsByInstanceID`). Sub-agents never sign in this way.
+pub fn instance_candidates(conn: &Connection, instance_id: &str) -> Result<Vec<InstanceCandidate>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT a.id, a.name, b.id, w.id, a.created_at,
+                b.build_number = (SELECT max(b2.build_number) FROM workspace_builds b2 WHERE b2.workspace_id = w.id)
+         FROM workspace_agents a
+         JOIN workspace_resources r ON r.id = a.resource_id
+         JOIN workspace_builds b ON b.id = r.build_id
+         JOIN workspaces w ON w.id = b.workspace_id
+         WHERE a.auth_instance_id = ?1 AND a.deleted = 0 AND a.parent_id IS NULL AND w.deleted = 0
+         ORDER BY a.created_at DESC, a.id",
+    )?;
+    let rows = stmt.query_map([instance_id], |r| {
+        Ok(InstanceCandidate {
+            agent_id: get_uuid(r, 0)?,
+            name: r.get(1)?,
+            build_id: get_uuid(r, 2)?,
+            workspace_id: get_uuid(r, 3)?,
+            created_at: from_micros(r.get(4)?),
+            on_latest_build: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Registers a log source; idempotent on (agent, id). Returns whether a row
+/// was inserted (false: it already existed and was left as it was).
+pub fn insert_log_source(
+    conn: &Connection,
+    agent_id: Uuid,
+    id: Uuid,
+    display_name: &str,
+    icon: &str,
+    now: OffsetDateTime,
+) -> Result<bool> {
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO workspace_agent_log_sources (workspace_agent_id, id, created_at, display_name, icon)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (workspace_agent_id, id) DO NOTHING",
+        )?
+        .execute(params![
+            agent_id.to_string(),
+            id.to_string(),
+            to_micros(now),
+            display_name,
+            icon
+        ])?;
+    Ok(n == 1)
+}

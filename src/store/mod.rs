@@ -89,7 +89,22 @@ impl Store {
                 parent.display()
             )));
         }
-        let busy_ms = options.busy_timeout.as_millis();
+        if path.is_dir() {
+            return Err(StoreError::Other(format!(
+                "{} is a directory: pass the path of a database file, e.g. {}/appliance.db",
+                path.display(),
+                path.display()
+            )));
+        }
+        // Fail at once, with SQLite's own words, on a file that is not a
+        // database (the pool would retry until its timeout instead).
+        rusqlite::Connection::open(path)
+            .and_then(|c| c.query_row("PRAGMA schema_version", [], |r| r.get::<_, i64>(0)))
+            .map_err(|e| {
+                StoreError::Other(format!("cannot use {} as a database: {e}", path.display()))
+            })?;
+        // SQLite takes the timeout as a C int of milliseconds.
+        let busy_ms = options.busy_timeout.as_millis().min(i32::MAX as u128);
         let manager = SqliteConnectionManager::file(path)
             .with_flags(
                 OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -208,6 +223,12 @@ impl Store {
 }
 
 // ----- column helpers shared by the query modules -----
+
+/// The time now at the precision the store keeps (microseconds), so what a
+/// response echoes equals what a later read returns.
+pub fn now() -> OffsetDateTime {
+    from_micros(to_micros(OffsetDateTime::now_utc()))
+}
 
 /// Time as stored: microseconds since the Unix epoch.
 pub(crate) fn to_micros(t: OffsetDateTime) -> i64 {

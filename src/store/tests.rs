@@ -37,7 +37,6 @@ instance_id = "i-1"
     script = "echo hi"
     [[resources.agents.children]]
     name = "sub"
-    auth = "aws-instance-identity"
   [[resources.agents]]
   name = "dev"
   auth = "token"
@@ -122,6 +121,15 @@ fn apply_records_builds_and_keeps_only_the_latest_builds_agents_live() {
         .find(|a| a.name == "main")
         .expect("main");
     assert_eq!(sub.parent_id, Some(main.id));
+    let sub_row = store
+        .read(|c| agents::live_agent(c, sub.id))
+        .expect("read")
+        .expect("live");
+    assert_eq!(
+        sub_row.auth_instance_id.as_deref(),
+        Some("i-1"),
+        "sub-agents run on their parent's instance"
+    );
 
     let row = store
         .read(|c| agents::live_agent(c, main.id))

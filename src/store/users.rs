@@ -44,9 +44,14 @@ pub fn insert_user(
         Err(rusqlite::Error::SqliteFailure(e, _))
             if e.code == rusqlite::ErrorCode::ConstraintViolation =>
         {
-            return Err(StoreError::Conflict(format!(
-                "a user named \"{username}\" already exists"
-            )));
+            let what = if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                && user_by_name(conn, username)?.is_none()
+            {
+                format!("a user with the email \"{email}\" already exists")
+            } else {
+                format!("a user named \"{username}\" already exists")
+            };
+            return Err(StoreError::Conflict(what));
         }
         Err(e) => return Err(e.into()),
     }

@@ -276,7 +276,9 @@ fn insert_agent(
     now: OffsetDateTime,
 ) -> Result<Uuid> {
     let id = Uuid::new_v4();
-    let instance_id = if agent.auth.is_instance_identity() {
+    // Instance-identity agents carry their instance id; so do sub-agents, which
+    // run on the same instance (sign-in skips them: only roots are chosen).
+    let instance_id = if agent.auth.is_instance_identity() || parent_id.is_some() {
         resource.instance_id.clone()
     } else {
         None

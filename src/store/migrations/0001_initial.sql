@@ -4,11 +4,13 @@
 
 CREATE TABLE users (
     id          TEXT PRIMARY KEY,
-    username    TEXT NOT NULL UNIQUE,
+    -- Usernames are ASCII (the CLI checks), so NOCASE makes them case-insensitive.
+    username    TEXT NOT NULL UNIQUE COLLATE NOCASE,
     email       TEXT NOT NULL DEFAULT '',
     role        TEXT NOT NULL CHECK (role IN ('admin', 'member')),
     created_at  INTEGER NOT NULL
 ) STRICT;
+CREATE UNIQUE INDEX users_email ON users (lower(email)) WHERE email <> '';
 
 -- API keys look like Coder's: "<id:10>-<secret:22>". Only SHA-256(secret) is stored.
 CREATE TABLE api_keys (
@@ -25,7 +27,7 @@ CREATE INDEX api_keys_user_id ON api_keys (user_id);
 CREATE TABLE workspaces (
     id          TEXT PRIMARY KEY,
     owner_id    TEXT NOT NULL REFERENCES users (id),
-    name        TEXT NOT NULL,
+    name        TEXT NOT NULL COLLATE NOCASE,
     created_at  INTEGER NOT NULL,
     updated_at  INTEGER NOT NULL,
     deleted     INTEGER NOT NULL DEFAULT 0 CHECK (deleted IN (0, 1))

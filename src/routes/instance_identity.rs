@@ -1,0 +1,207 @@
+//! Instance-identity sign-in (Coder: `postWorkspaceAuthAWSInstanceIdentity`,
+//! `...AzureInstanceIdentity`, `...GoogleInstanceIdentity`; bodies
+//! `agentsdk.{AWS,Azure,Google}InstanceIdentityToken`, answer
+//! `agentsdk.AuthenticateResponse`).
+//!
+//! No credential: the body is the proof. Each request is rate limited per
+//! client address, verified off the async executor, and mapped to one agent
+//! with `agent_select`; success mints a fresh agent token.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Buf;
+use futures_util::Stream;
+use serde::Deserialize;
+use time::OffsetDateTime;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::filters::{read_json, with_app};
+use crate::agent_select::{self, Refusal};
+use crate::app::App;
+use crate::error::{ApiError, json_response, respond};
+use crate::identity::{self, Cloud, IdentityError};
+use crate::{auth, store};
+
+pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
+    let route = |name: &'static str, cloud: Cloud| {
+        warp::path("api")
+            .and(warp::path("v2"))
+            .and(warp::path("workspaceagents"))
+            .and(warp::path(name))
+            .and(warp::path::end())
+            .and(warp::post())
+            .and(warp::filters::addr::remote())
+            .and(warp::body::stream())
+            .and(with_app(app))
+            .then(move |addr: Option<SocketAddr>, body, app: App| async move {
+                respond(sign_in(app, cloud, addr, body).await)
+            })
+            .boxed()
+    };
+    route("aws-instance-identity", Cloud::Aws)
+        .or(route("azure-instance-identity", Cloud::Azure))
+        .unify()
+        .or(route("google-instance-identity", Cloud::Google))
+        .unify()
+        .boxed()
+}
+
+/// The three request bodies in one: each cloud reads its own fields. Unknown
+/// fields are ignored, as Coder's decoder does.
+#[derive(Debug, Default, Deserialize)]
+struct Proof {
+    #[serde(default)]
+    document: String,
+    #[serde(default)]
+    signature: String,
+    #[serde(default)]
+    encoding: String,
+    #[serde(default)]
+    json_web_token: String,
+    #[serde(default)]
+    agent_name: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct AuthenticateResponse {
+    session_token: String,
+}
+
+/// Go's `validate:"required"` on the named string fields.
+fn require(fields: &[(&str, &str)]) -> Result<(), ApiError> {
+    let missing: Vec<&str> = fields
+        .iter()
+        .filter(|(_, v)| v.is_empty())
+        .map(|(k, _)| *k)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut err = ApiError::bad_request("Validation failed.");
+    for field in missing {
+        err = err.validation(
+            field,
+            "Validation failed for tag \"required\" with value: \"\"",
+        );
+    }
+    Err(err)
+}
+
+async fn sign_in(
+    app: App,
+    cloud: Cloud,
+    addr: Option<SocketAddr>,
+    body: impl Stream<Item = Result<impl Buf, warp::Error>>,
+) -> Result<Response, ApiError> {
+    if let Some(addr) = addr
+        && let Err(retry) = app.identity_limiter.check(addr.ip(), Instant::now())
+    {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "You've been rate limited for sending more than {} requests in 1m0s.",
+                app.identity_limiter.limit()
+            ),
+        )
+        .detail(format!("Try again in {} seconds.", retry.as_secs().max(1))));
+    }
+    let proof: Proof = read_json(body).await?;
+    match cloud {
+        Cloud::Aws => require(&[
+            ("signature", &proof.signature),
+            ("document", &proof.document),
+        ])?,
+        Cloud::Azure => require(&[
+            ("signature", &proof.signature),
+            ("encoding", &proof.encoding),
+        ])?,
+        Cloud::Google => require(&[("json_web_token", &proof.json_web_token)])?,
+    }
+    let now = OffsetDateTime::now_utc();
+    let trust = app.trust();
+    let audience = app.config.identity.gcp.audience.clone();
+    let agent_name = proof.agent_name.clone();
+    // Signature checks take up to a millisecond or two: keep them off the executor.
+    let verified = tokio::task::spawn_blocking(move || match cloud {
+        Cloud::Aws => identity::verify_aws(&proof.document, &proof.signature, &trust.aws),
+        Cloud::Azure => identity::verify_azure(&proof.signature, &trust.azure, now),
+        Cloud::Google => {
+            identity::verify_gcp(&proof.json_web_token, &trust.gcp, audience.as_deref(), now)
+        }
+    })
+    .await
+    .map_err(|e| ApiError::internal("An internal server error occurred.", &e))?;
+    let instance_id = verified.map_err(|e| refused_proof(cloud, &e))?;
+
+    let minted = auth::new_agent_token();
+    let hash = minted.hash;
+    let iid = instance_id.clone();
+    let chosen = app
+        .store
+        .write_async(move |tx| {
+            let candidates = store::agents::instance_candidates(tx, &iid)?;
+            let chosen = match agent_select::select(&iid, agent_name.as_deref(), candidates) {
+                Ok(c) => c,
+                Err(refusal) => return Ok(Err(refusal)),
+            };
+            store::agents::insert_agent_token(
+                tx,
+                chosen.agent_id,
+                &hash,
+                now,
+                auth::MAX_LIVE_AGENT_TOKENS,
+            )?;
+            Ok(Ok(chosen))
+        })
+        .await
+        .map_err(|e| match e {
+            store::StoreError::NotFound => {
+                ApiError::internal("Internal error fetching workspace agent.", &e)
+            }
+            other => ApiError::from(other),
+        })?;
+    match chosen {
+        Ok(c) => {
+            tracing::info!(cloud = cloud.as_str(), instance_id, agent_id = %c.agent_id, agent = c.name, "instance-identity sign-in");
+            Ok(json_response(
+                StatusCode::OK,
+                &AuthenticateResponse {
+                    session_token: minted.token,
+                },
+            ))
+        }
+        Err(refusal) => {
+            tracing::info!(
+                cloud = cloud.as_str(),
+                instance_id,
+                ?refusal,
+                "instance-identity sign-in refused"
+            );
+            Err(match refusal {
+                Refusal::NotFound(m) => ApiError::not_found(m),
+                Refusal::Ambiguous(m) => ApiError::new(StatusCode::CONFLICT, m),
+                Refusal::NotLatest(m) => ApiError::bad_request(m),
+            })
+        }
+    }
+}
+
+/// Coder's answers for a proof that did not verify.
+fn refused_proof(cloud: Cloud, e: &IdentityError) -> ApiError {
+    tracing::info!(cloud = cloud.as_str(), error = %e, "instance-identity proof rejected");
+    match cloud {
+        Cloud::Aws => ApiError::unauthorized("Invalid AWS identity.").detail(e.to_string()),
+        // As upstream: a generic detail; the reason (e.g. the issuer of a missing
+        // intermediate) is in the server log above.
+        Cloud::Azure => ApiError::unauthorized("Invalid Azure identity.")
+            .detail("Signature verification failed."),
+        Cloud::Google if e.is_malformed_claims() => {
+            ApiError::bad_request("Error decoding JWT claims.").detail(e.to_string())
+        }
+        Cloud::Google => ApiError::unauthorized("Invalid GCP identity.").detail(e.to_string()),
+    }
+}

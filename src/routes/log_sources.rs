@@ -1,0 +1,77 @@
+//! `POST /api/v2/workspaceagents/me/log-source` (Coder:
+//! `workspaceAgentPostLogSource`; body `agentsdk.PostLogSourceRequest`, answer
+//! 201 `codersdk.WorkspaceAgentLogSource`).
+
+use serde::Deserialize;
+use uuid::Uuid;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::filters::{read_json, session_token, with_app};
+use super::session::agent_for_token;
+use crate::app::App;
+use crate::error::{ApiError, json_response, respond};
+use crate::{sdk, store};
+
+/// Display names are cut here, as upstream's VARCHAR(127) does.
+pub const MAX_DISPLAY_NAME_CHARS: usize = 127;
+
+pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
+    warp::path!("api" / "v2" / "workspaceagents" / "me" / "log-source")
+        .and(warp::post())
+        .and(session_token())
+        .and(warp::body::stream())
+        .and(with_app(app))
+        .then(|token: Option<String>, body, app: App| async move {
+            respond(post_log_source(app, token, body).await)
+        })
+        .boxed()
+}
+
+#[derive(Debug, Deserialize)]
+struct PostLogSource {
+    /// A missing id is the nil UUID, as Go decodes it; no validation, as upstream.
+    #[serde(default)]
+    id: Uuid,
+    #[serde(default)]
+    display_name: String,
+    #[serde(default)]
+    icon: String,
+}
+
+async fn post_log_source(
+    app: App,
+    token: Option<String>,
+    body: impl futures_util::Stream<Item = Result<impl bytes::Buf, warp::Error>>,
+) -> Result<Response, ApiError> {
+    let agent = app
+        .store
+        .read_async(move |c| agent_for_token(c, token.as_deref()))
+        .await??;
+    let req: PostLogSource = read_json(body).await?;
+    let display_name: String = req
+        .display_name
+        .chars()
+        .take(MAX_DISPLAY_NAME_CHARS)
+        .collect();
+    let now = store::now();
+    let (agent_id, id, name, icon) = (agent.id, req.id, display_name.clone(), req.icon.clone());
+    app.store
+        .write_async(move |tx| {
+            store::agents::insert_log_source(tx, agent_id, id, &name, &icon, now)
+        })
+        .await?;
+    // 201 echoing what was asked for, also when the source already existed (as upstream).
+    Ok(json_response(
+        StatusCode::CREATED,
+        &sdk::WorkspaceAgentLogSource {
+            workspace_agent_id: agent.id,
+            id: req.id,
+            created_at: now,
+            display_name,
+            icon: req.icon,
+        },
+    ))
+}
