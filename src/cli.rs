@@ -78,6 +78,9 @@ pub enum Command {
     /// Check instance-identity proofs and manage trust material, offline.
     #[command(subcommand)]
     Identity(IdentityCommand),
+    /// Commands run on the workspace machine: get the agent's session token.
+    #[command(subcommand)]
+    Agent(crate::agent::AgentCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -195,6 +198,10 @@ pub struct WorkspaceRef {
 
 /// Runs the command; the caller prints the error and sets the exit code.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    // The agent side runs on workspace machines: no server config, no database.
+    if let Command::Agent(cmd) = cli.command {
+        return crate::agent::run(cmd);
+    }
     // vars_os: a non-UTF-8 variable elsewhere in the environment must not panic.
     let env: BTreeMap<String, String> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
@@ -242,6 +249,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(cmd) => token(&open_store(&loaded.config, true)?, cmd, &out),
         Command::Workspace(cmd) => workspace(&open_store(&loaded.config, true)?, cmd, &out),
         Command::Identity(cmd) => identity_command(&loaded.config, cmd, &out),
+        Command::Agent(cmd) => crate::agent::run(cmd),
     }
 }
 
@@ -792,7 +800,12 @@ fn serve(config: Config) -> anyhow::Result<()> {
             // Scripts and tests learn the port from this line whatever the log level.
             eprintln!("listening on http://{}", bound.addr);
         }
+        let jwks_url = config.identity.gcp.jwks_url.clone();
+        let base_trust = trust.trust.clone();
         let app = App::new(store, config, trust.trust);
+        if let Some(url) = jwks_url {
+            tokio::spawn(crate::jwks_refresh::run(app.clone(), base_trust, url));
+        }
         server::run(bound, app, server::shutdown_signal()).await
     })
 }

@@ -15,12 +15,16 @@
 //! - `identity`: cloud instance-identity proofs (AWS, Azure, GCP), verified
 //!   offline; no I/O, the clock passed in.
 //! - `trust_files`: reads the trust material the config names into `identity::Trust`.
+//! - `jwks_refresh`: fetches Google's JWKS from `identity.gcp.jwks_url` when reachable.
 //! - `agent_select`: which agent an instance-identity sign-in is for.
+//! - `agent`: `appliance agent auth`, the client side of sign-in run on the
+//!   workspace machine (cloud metadata service -> server -> session token).
 //! - `rate_limit`: per-address budget for unauthenticated sign-ins.
 //! - `telemetry`: logging.
 //!
 //! See ARCHITECTURE.md for the invariants.
 
+pub mod agent;
 pub mod agent_select;
 pub mod agent_status;
 pub mod app;
@@ -29,6 +33,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod identity;
+pub mod jwks_refresh;
 pub mod manifest;
 pub mod rate_limit;
 pub mod routes;

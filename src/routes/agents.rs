@@ -53,32 +53,29 @@ pub fn parse_uuid_param(raw: &str) -> Result<Uuid, ApiError> {
 
 async fn get_agent(app: App, token: Option<String>, raw_id: String) -> Result<Response, ApiError> {
     let now = OffsetDateTime::now_utc();
-    // One trip to the blocking pool: authenticate, authorise, load.
-    let data = app
-        .store
-        .read_async(move |conn| {
-            let user = match user_for_key(conn, token.as_deref(), now)? {
-                Ok(u) => u,
-                Err(e) => return Ok(Err(e)),
-            };
-            let id = match parse_uuid_param(&raw_id) {
-                Ok(id) => id,
-                Err(e) => return Ok(Err(e)),
-            };
-            let agent = match store::agents::live_agent(conn, id)? {
-                Some(a) if user.role == "admin" || a.owner_id == user.id => a,
-                // Not found and not allowed look the same, as upstream.
-                _ => return Ok(Err(not_found())),
-            };
-            Ok(Ok(AgentData {
-                apps: store::agents::apps(conn, id)?,
-                statuses: store::agents::app_statuses(conn, id)?,
-                scripts: store::agents::scripts(conn, id)?,
-                sources: store::agents::log_sources(conn, id)?,
-                agent,
-            }))
-        })
-        .await??;
+    // One short read on this thread: authenticate, authorise, load.
+    let data = app.store.read_inline(move |conn| {
+        let user = match user_for_key(conn, token.as_deref(), now)? {
+            Ok(u) => u,
+            Err(e) => return Ok(Err(e)),
+        };
+        let id = match parse_uuid_param(&raw_id) {
+            Ok(id) => id,
+            Err(e) => return Ok(Err(e)),
+        };
+        let agent = match store::agents::live_agent(conn, id)? {
+            Some(a) if user.role == "admin" || a.owner_id == user.id => a,
+            // Not found and not allowed look the same, as upstream.
+            _ => return Ok(Err(not_found())),
+        };
+        Ok(Ok(AgentData {
+            apps: store::agents::apps(conn, id)?,
+            statuses: store::agents::app_statuses(conn, id)?,
+            scripts: store::agents::scripts(conn, id)?,
+            sources: store::agents::log_sources(conn, id)?,
+            agent,
+        }))
+    })??;
     let body = workspace_agent(data, now, &app);
     Ok(json_response(StatusCode::OK, &body))
 }
