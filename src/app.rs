@@ -4,7 +4,9 @@ use std::sync::{Arc, RwLock};
 
 use crate::config::Config;
 use crate::identity::Trust;
+use crate::ingest::LogWriter;
 use crate::rate_limit::RateLimiter;
+use crate::relay::{self, Hub};
 use crate::store::Store;
 
 #[derive(Clone)]
@@ -15,16 +17,31 @@ pub struct App {
     trust: Arc<RwLock<Arc<Trust>>>,
     /// Per-address budget for the unauthenticated sign-in routes.
     pub identity_limiter: Arc<RateLimiter>,
+    /// Wakes log followers.
+    pub hub: Hub,
+    /// The one writer of agent logs.
+    pub logs: LogWriter,
 }
 
 impl App {
-    pub fn new(store: Store, config: Config, trust: Trust) -> App {
-        App {
-            store,
+    /// Builds the app and starts its background threads: the log writer and
+    /// the watcher that notices other processes' commits.
+    pub fn start(store: Store, config: Config, trust: Trust) -> anyhow::Result<App> {
+        let hub = Hub::default();
+        let logs = LogWriter::start(
+            store.clone(),
+            hub.clone(),
+            i64::from(config.logs.max_bytes_per_agent),
+        )?;
+        relay::watch_database(&store, hub.clone())?;
+        Ok(App {
             identity_limiter: Arc::new(RateLimiter::new(config.identity.rate_limit_per_minute)),
             config: Arc::new(config),
             trust: Arc::new(RwLock::new(Arc::new(trust))),
-        }
+            store,
+            hub,
+            logs,
+        })
     }
 
     /// The trust material in force now (a cheap snapshot).

@@ -802,7 +802,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
         }
         let jwks_url = config.identity.gcp.jwks_url.clone();
         let base_trust = trust.trust.clone();
-        let app = App::new(store, config, trust.trust);
+        let app = App::start(store, config, trust.trust)?;
+        tokio::spawn(crate::retention::run(app.clone()));
         if let Some(url) = jwks_url {
             tokio::spawn(crate::jwks_refresh::run(app.clone(), base_trust, url));
         }

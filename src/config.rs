@@ -70,6 +70,16 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub agent: AgentConfig,
     pub identity: IdentityConfig,
+    pub logs: LogsConfig,
+}
+
+/// Agent logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogsConfig {
+    /// Per-agent cap on stored log bytes (upstream: 1 MiB).
+    pub max_bytes_per_agent: u32,
+    /// How long logs of agents that left the latest build are kept; zero keeps them forever.
+    pub retention: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +189,15 @@ pub struct RawConfig {
     pub agent: RawAgent,
     #[serde(default)]
     pub identity: RawIdentity,
+    #[serde(default)]
+    pub logs: RawLogs,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogs {
+    pub max_bytes_per_agent: Option<i64>,
+    pub retention: Option<RawDuration>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -768,6 +787,12 @@ fn resolve(layered: &Layered) -> Result<(Config, Vec<Entry>), ConfigError> {
             })?,
         },
     };
+    let logs = LogsConfig {
+        max_bytes_per_agent: r.get("logs.max_bytes_per_agent", "1048576", |v| {
+            parse_int_in(v, 1024, u32::MAX)
+        })?,
+        retention: r.get("logs.retention", "7d", |v| parse_duration_at_least(v, 0))?,
+    };
     let config = Config {
         db,
         listen,
@@ -776,6 +801,7 @@ fn resolve(layered: &Layered) -> Result<(Config, Vec<Entry>), ConfigError> {
         database,
         agent,
         identity,
+        logs,
     };
     Ok((config, r.entries))
 }

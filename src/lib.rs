@@ -16,6 +16,9 @@
 //!   offline; no I/O, the clock passed in.
 //! - `trust_files`: reads the trust material the config names into `identity::Trust`.
 //! - `jwks_refresh`: fetches Google's JWKS from `identity.gcp.jwks_url` when reachable.
+//! - `ingest`: cleans log lines and commits batches through one group-committing writer.
+//! - `relay`: wakes log followers on new lines and on commits by other processes.
+//! - `retention`: purges logs of replaced agents after `logs.retention`.
 //! - `agent_select`: which agent an instance-identity sign-in is for.
 //! - `agent`: `appliance agent auth`, the client side of sign-in run on the
 //!   workspace machine (cloud metadata service -> server -> session token).
@@ -33,9 +36,12 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod identity;
+pub mod ingest;
 pub mod jwks_refresh;
 pub mod manifest;
 pub mod rate_limit;
+pub mod relay;
+pub mod retention;
 pub mod routes;
 pub mod sdk;
 pub mod server;

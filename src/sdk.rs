@@ -184,6 +184,17 @@ pub struct WorkspaceAgentScript {
     pub display_name: String,
 }
 
+/// `codersdk.WorkspaceAgentLog`.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkspaceAgentLog {
+    pub id: i64,
+    #[serde(with = "rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub output: String,
+    pub level: String,
+    pub source_id: Uuid,
+}
+
 /// `codersdk.WorkspaceAgentLogSource`.
 #[derive(Debug, Clone, Serialize)]
 pub struct WorkspaceAgentLogSource {

@@ -11,7 +11,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::filters::{session_token, with_app};
-use super::session::user_for_key;
+use super::session::readable_agent;
 use crate::agent_status;
 use crate::app::App;
 use crate::error::{ApiError, json_response, respond};
@@ -38,36 +38,15 @@ struct AgentData {
     sources: Vec<store::agents::LogSourceRow>,
 }
 
-fn not_found() -> ApiError {
-    ApiError::not_found("Agent doesn't exist with that id, or you do not have access to it.")
-}
-
-/// Parses a `{workspaceagent}`-style path parameter as Coder does (on the
-/// percent-decoded segment).
-pub fn parse_uuid_param(raw: &str) -> Result<Uuid, ApiError> {
-    let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
-    Uuid::parse_str(&decoded).map_err(|e| {
-        ApiError::bad_request(format!("Invalid UUID \"{decoded}\".")).detail(e.to_string())
-    })
-}
-
 async fn get_agent(app: App, token: Option<String>, raw_id: String) -> Result<Response, ApiError> {
     let now = OffsetDateTime::now_utc();
     // One short read on this thread: authenticate, authorise, load.
     let data = app.store.read_inline(move |conn| {
-        let user = match user_for_key(conn, token.as_deref(), now)? {
-            Ok(u) => u,
+        let agent = match readable_agent(conn, token.as_deref(), &raw_id, now)? {
+            Ok(a) => a,
             Err(e) => return Ok(Err(e)),
         };
-        let id = match parse_uuid_param(&raw_id) {
-            Ok(id) => id,
-            Err(e) => return Ok(Err(e)),
-        };
-        let agent = match store::agents::live_agent(conn, id)? {
-            Some(a) if user.role == "admin" || a.owner_id == user.id => a,
-            // Not found and not allowed look the same, as upstream.
-            _ => return Ok(Err(not_found())),
-        };
+        let id = agent.id;
         Ok(Ok(AgentData {
             apps: store::agents::apps(conn, id)?,
             statuses: store::agents::app_statuses(conn, id)?,

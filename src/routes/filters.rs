@@ -88,6 +88,13 @@ fn find_token(headers: &HeaderMap, query: &[(String, String)]) -> Option<String>
 pub async fn read_json<T: DeserializeOwned>(
     body: impl Stream<Item = Result<impl Buf, warp::Error>>,
 ) -> Result<T, ApiError> {
+    decode_json(&read_body(body).await?)
+}
+
+/// Reads a body of at most 4 MiB (413 beyond, as Coder).
+pub async fn read_body(
+    body: impl Stream<Item = Result<impl Buf, warp::Error>>,
+) -> Result<Bytes, ApiError> {
     let mut body = std::pin::pin!(body);
     let mut buf = Vec::new();
     while let Some(chunk) = body.next().await {
@@ -108,7 +115,7 @@ pub async fn read_json<T: DeserializeOwned>(
             chunk.advance(n);
         }
     }
-    decode_json(&Bytes::from(buf))
+    Ok(Bytes::from(buf))
 }
 
 pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {

@@ -10,6 +10,7 @@ mod filters;
 mod health;
 mod instance_identity;
 mod log_sources;
+mod logs;
 mod session;
 
 use warp::Filter;
@@ -25,6 +26,8 @@ pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
         .or(instance_identity::routes(app))
         .unify()
         .or(log_sources::routes(app))
+        .unify()
+        .or(logs::routes(app))
         .unify()
         .or(agents::routes(app))
         .unify()

@@ -53,6 +53,40 @@ pub fn user_for_key(
     Ok(Ok(user))
 }
 
+/// Parses a `{workspaceagent}`-style path parameter as Coder does (on the
+/// percent-decoded segment).
+pub fn parse_uuid_param(raw: &str) -> Result<uuid::Uuid, ApiError> {
+    let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+    uuid::Uuid::parse_str(&decoded).map_err(|e| {
+        ApiError::bad_request(format!("Invalid UUID \"{decoded}\".")).detail(e.to_string())
+    })
+}
+
+/// The `{workspaceagent}` routes' gate, in Coder's order: a user credential
+/// (401), a UUID (400), an agent the user may read (404 when it does not exist
+/// or belongs to someone else: owners read their own, admins read all).
+pub fn readable_agent(
+    conn: &store::Connection,
+    token: Option<&str>,
+    raw_id: &str,
+    now: OffsetDateTime,
+) -> store::Result<Result<store::agents::AgentRow, ApiError>> {
+    let user = match user_for_key(conn, token, now)? {
+        Ok(u) => u,
+        Err(e) => return Ok(Err(e)),
+    };
+    let id = match parse_uuid_param(raw_id) {
+        Ok(id) => id,
+        Err(e) => return Ok(Err(e)),
+    };
+    Ok(match store::agents::live_agent(conn, id)? {
+        Some(a) if user.role == "admin" || a.owner_id == user.id => Ok(a),
+        _ => Err(ApiError::not_found(
+            "Agent doesn't exist with that id, or you do not have access to it.",
+        )),
+    })
+}
+
 /// Resolves the agent an agent token belongs to (`/me/*` routes), with
 /// Coder's messages. Only live agents (of their workspace's latest build)
 /// authenticate. Runs on a store connection.

@@ -15,6 +15,7 @@
 //! Nothing here knows HTTP, and nothing outside this module imports rusqlite.
 
 pub mod agents;
+pub mod logs;
 pub mod migrate;
 pub mod users;
 pub mod workspaces;
@@ -222,6 +223,14 @@ impl Store {
             .map_err(|e| StoreError::Other(format!("store task failed: {e}")))?
     }
 
+    /// A connection of its own whose `data_version` changes whenever any other
+    /// connection (in this process or another) commits.
+    pub fn change_probe(&self) -> Result<ChangeProbe> {
+        let conn = rusqlite::Connection::open(&self.path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        Ok(ChangeProbe(conn))
+    }
+
     /// Checkpoints the WAL into the main file; called on clean shutdown so the
     /// file can be copied on its own afterwards.
     pub fn checkpoint(&self) -> Result<()> {
@@ -237,6 +246,15 @@ impl Store {
         self.write_lock
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// See [`Store::change_probe`].
+pub struct ChangeProbe(rusqlite::Connection);
+
+impl ChangeProbe {
+    pub fn data_version(&self) -> Result<i64> {
+        Ok(self.0.query_row("PRAGMA data_version", [], |r| r.get(0))?)
     }
 }
 

@@ -1,0 +1,476 @@
+//! Agent logs.
+//!
+//! - `PATCH /api/v2/workspaceagents/me/logs` (Coder: `patchWorkspaceAgentLogs`,
+//!   body `agentsdk.PatchLogs`): an agent ships a batch.
+//! - `GET /api/v2/workspaceagents/{workspaceagent}/logs` and its alias
+//!   `/startup-logs` (Coder: `workspaceAgentLogs`, `[]codersdk.WorkspaceAgentLog`):
+//!   read by range, as JSON or text, or follow over a WebSocket.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use time::OffsetDateTime;
+use uuid::Uuid;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::filters::ws::{Message, WebSocket, Ws};
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::filters::{query_pairs, session_token, with_app};
+use super::session::{agent_for_token, readable_agent};
+use crate::app::App;
+use crate::error::{ApiError, MAX_BODY_BYTES, json_response, respond};
+use crate::ingest::{self, Outcome};
+use crate::store::{self, logs::LogRow};
+
+/// Lines per follow frame after the first (the first holds the whole backlog).
+const FOLLOW_FRAME_LINES: usize = 1000;
+/// Liveness pings on follow sockets, as upstream.
+const PING_EVERY: Duration = Duration::from_secs(15);
+/// A follower that cannot take a frame within this long is closed.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Followers re-check their agent at least this often even without signals.
+const RECHECK_EVERY: Duration = Duration::from_secs(60);
+
+pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
+    let patch = warp::path!("api" / "v2" / "workspaceagents" / "me" / "logs")
+        .and(warp::patch())
+        .and(session_token())
+        .and(warp::body::stream())
+        .and(with_app(app))
+        .then(|token: Option<String>, body, app: App| async move {
+            respond(patch_logs(app, token, body).await)
+        })
+        .boxed();
+    let read = |name: &'static str| {
+        warp::path("api")
+            .and(warp::path("v2"))
+            .and(warp::path("workspaceagents"))
+            .and(warp::path::param::<String>())
+            .and(warp::path(name))
+            .and(warp::path::end())
+            .and(warp::get())
+            .and(session_token())
+            .and(query_pairs())
+            .and(warp::ws().map(Some).or(warp::any().map(|| None)).unify())
+            .and(with_app(app))
+            .then(
+                |id: String,
+                 token: Option<String>,
+                 query: Vec<(String, String)>,
+                 ws: Option<Ws>,
+                 app: App| async move {
+                    respond(get_logs(app, token, id, query, ws).await)
+                },
+            )
+            .boxed()
+    };
+    patch
+        .or(read("logs"))
+        .unify()
+        .or(read("startup-logs"))
+        .unify()
+        .boxed()
+}
+
+// ----- PATCH /me/logs -----
+
+#[derive(Debug, Deserialize)]
+struct PatchLogs {
+    #[serde(default)]
+    log_source_id: Uuid,
+    #[serde(default)]
+    logs: Vec<PatchLine>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PatchLine {
+    #[serde(default)]
+    output: String,
+    #[serde(default)]
+    level: String,
+}
+
+async fn patch_logs(
+    app: App,
+    token: Option<String>,
+    body: impl futures_util::Stream<Item = Result<impl bytes::Buf, warp::Error>>,
+) -> Result<Response, ApiError> {
+    let agent = app
+        .store
+        .read_inline(|c| agent_for_token(c, token.as_deref()))??;
+    // Invalid UTF-8 inside log lines becomes ❌ instead of failing the batch.
+    let text = ingest::lossy_utf8(&super::filters::read_body(body).await?);
+    let req: PatchLogs = super::filters::decode_json(text.as_bytes())?;
+    if req.logs.is_empty() {
+        return Err(ApiError::bad_request("No logs provided."));
+    }
+    let mut lines = Vec::with_capacity(req.logs.len());
+    for l in &req.logs {
+        let level = ingest::parse_level(&l.level).ok_or_else(|| {
+            ApiError::bad_request("Invalid log level provided.")
+                .detail(format!("invalid log level: \"{}\"", l.level))
+        })?;
+        lines.push(ingest::clean_line(level, &l.output));
+    }
+    let source = (!req.log_source_id.is_nil()).then_some(req.log_source_id);
+    let count = lines.len();
+    match app.logs.submit(agent.id, source, lines).await {
+        Ok(Outcome::Stored { .. }) => Ok(json_response(
+            StatusCode::OK,
+            &crate::sdk::Response {
+                message: format!(
+                    "Stored {count} log line{}.",
+                    if count == 1 { "" } else { "s" }
+                ),
+                detail: None,
+                validations: Vec::new(),
+            },
+        )),
+        Ok(Outcome::OverCap { was_overflowed }) => {
+            let err = ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Logs limit exceeded");
+            Err(if was_overflowed {
+                err.detail(format!(
+                    "The agent's logs already hold close to the limit of {} bytes; smaller batches may still fit.",
+                    app.config.logs.max_bytes_per_agent
+                ))
+            } else {
+                err
+            })
+        }
+        Err(e) => Err(ApiError::internal("Failed to upload logs", &e)),
+    }
+}
+
+// ----- GET /{workspaceagent}/logs -----
+
+/// The query, validated in upstream's order.
+#[derive(Debug, PartialEq)]
+struct LogsQuery {
+    after: i64,
+    before: Option<i64>,
+    follow: bool,
+    text: bool,
+}
+
+/// `true`/`1`/bare presence turn a flag on; `false`/`0` off.
+fn flag(query: &[(String, String)], name: &str) -> Result<bool, ApiError> {
+    match query
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+    {
+        None => Ok(false),
+        Some("" | "1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
+        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "Query param \"{name}\" must be a boolean."
+        ))
+        .validation(name, format!("Must be true or false, not {other:?}"))),
+    }
+}
+
+fn id_param(query: &[(String, String)], name: &str) -> Result<Option<i64>, ApiError> {
+    match query.iter().rev().find(|(k, _)| k == name) {
+        None => Ok(None),
+        Some((_, v)) if v.is_empty() => Ok(None),
+        Some((_, v)) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "Query param \"{name}\" must be an integer greater than or equal to zero."
+                ))
+                .validation(name, "Must be an integer greater than or equal to zero")
+            }),
+    }
+}
+
+fn parse_query(query: &[(String, String)]) -> Result<LogsQuery, ApiError> {
+    let follow = flag(query, "follow")?;
+    flag(query, "no_compression")?;
+    let text = match query
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "format")
+        .map(|(_, v)| v.as_str())
+    {
+        None | Some("" | "json") => false,
+        Some("text") => true,
+        Some(_) => {
+            return Err(ApiError::bad_request("Invalid format parameter.")
+                .detail("Allowed values are \"json\" and \"text\"."));
+        }
+    };
+    if text && follow {
+        return Err(
+            ApiError::bad_request("Text format is not supported with follow mode.")
+                .detail("Use format=json or omit the follow parameter."),
+        );
+    }
+    Ok(LogsQuery {
+        after: id_param(query, "after")?.unwrap_or(0),
+        before: id_param(query, "before")?,
+        follow,
+        text,
+    })
+}
+
+fn sdk_log(row: &LogRow) -> crate::sdk::WorkspaceAgentLog {
+    crate::sdk::WorkspaceAgentLog {
+        id: row.id,
+        created_at: row.created_at,
+        output: row.output.clone(),
+        level: row.level.clone(),
+        source_id: row.source_id,
+    }
+}
+
+async fn get_logs(
+    app: App,
+    token: Option<String>,
+    raw_id: String,
+    query: Vec<(String, String)>,
+    ws: Option<Ws>,
+) -> Result<Response, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let agent = app
+        .store
+        .read_inline(|c| readable_agent(c, token.as_deref(), &raw_id, now))??;
+    let q = parse_query(&query)?;
+    if q.follow {
+        let ws = ws.ok_or_else(|| {
+            ApiError::bad_request("Failed to accept websocket.")
+                .detail("follow=true needs a WebSocket upgrade request.")
+        })?;
+        let app2 = app.clone();
+        let reply = ws
+            .max_message_size(MAX_BODY_BYTES as usize)
+            .on_upgrade(move |socket| follow(app2, agent.id, q.after, socket));
+        return Ok(warp::Reply::into_response(reply));
+    }
+    let (agent_id, agent_name) = (agent.id, agent.name.clone());
+    let (rows, sources) = app
+        .store
+        .read_async(move |c| {
+            let rows = store::logs::range(c, agent_id, q.after, q.before, usize::MAX)?;
+            let sources = if q.text {
+                store::agents::log_sources(c, agent_id)?
+            } else {
+                Vec::new()
+            };
+            Ok((rows, sources))
+        })
+        .await?;
+    if !q.text {
+        let body: Vec<_> = rows.iter().map(sdk_log).collect();
+        return Ok(json_response(StatusCode::OK, &body));
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let when = row
+            .created_at
+            .replace_nanosecond(0)
+            .map(|t| crate::sdk::rfc3339::format(&t))
+            .unwrap_or_default();
+        let source = sources.iter().find(|s| s.id == row.source_id);
+        match source {
+            Some(s) => out.push_str(&format!(
+                "{when} [{}] [agent.{agent_name}|{}] {}\n",
+                row.level, s.display_name, row.output
+            )),
+            None => out.push_str(&format!(
+                "{when} [{}] [agent.{agent_name}] {}\n",
+                row.level, row.output
+            )),
+        }
+    }
+    let mut resp = Response::new(out.into());
+    resp.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok(resp)
+}
+
+/// Sends `rows` as one JSON-array text frame, giving up after [`SEND_TIMEOUT`].
+async fn send_rows(
+    socket: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    rows: &[LogRow],
+) -> Result<(), &'static str> {
+    let body: Vec<_> = rows.iter().map(sdk_log).collect();
+    let text = serde_json::to_string(&body).map_err(|_| "encoding failed")?;
+    match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::text(text))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err("client went away"),
+        Err(_) => Err("client too slow: a frame waited more than 10s"),
+    }
+}
+
+/// One follower: backlog first, then every new line in id order, until the
+/// agent leaves the latest build (then a final flush and close 1000) or the
+/// client goes away.
+///
+/// The follower subscribes before it reads the backlog, and every read asks
+/// for ids above the last one sent, so a batch committed between the backlog
+/// query and the subscription is neither lost nor sent twice. Nothing is
+/// buffered here: a slow client just reads later lines from the database
+/// later, and one that stalls is closed.
+async fn follow(app: App, agent_id: Uuid, after: i64, socket: WebSocket) {
+    let mut new_logs = app.hub.subscribe_logs(agent_id);
+    let mut database = app.hub.subscribe_database();
+    let (mut tx, mut rx) = socket.split();
+    let mut last = after;
+    let fetch = |from: i64, limit: usize| {
+        let store = app.store.clone();
+        async move {
+            store
+                .read_async(move |c| store::logs::range(c, agent_id, from, None, limit))
+                .await
+        }
+    };
+    let close = |code: u16, reason: &'static str| Message::close_with(code, reason);
+
+    match fetch(last, usize::MAX).await {
+        Ok(rows) => {
+            if let Some(r) = rows.last() {
+                last = r.id;
+            }
+            if let Err(why) = send_rows(&mut tx, &rows).await {
+                tracing::debug!(%agent_id, why, "follower closed");
+                return;
+            }
+        }
+        Err(e) => {
+            tracing::error!(%agent_id, error = %e, "reading the log backlog");
+            let _ = tx.send(close(1011, "internal error")).await;
+            return;
+        }
+    }
+
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.reset();
+    let mut recheck = tokio::time::interval(RECHECK_EVERY);
+    recheck.reset();
+    loop {
+        let (check_live, read_more) = tokio::select! {
+            changed = new_logs.changed() => (false, changed.is_ok()),
+            _ = database.changed() => (true, true),
+            _ = recheck.tick() => (true, true),
+            _ = ping.tick() => {
+                if tokio::time::timeout(SEND_TIMEOUT, tx.send(Message::ping(Vec::new()))).await.map_or(true, |r| r.is_err()) {
+                    return;
+                }
+                continue;
+            }
+            incoming = rx.next() => match incoming {
+                Some(Ok(m)) if m.is_close() => return,
+                Some(Ok(_)) => continue,
+                _ => return,
+            },
+        };
+        let still_live = if check_live {
+            let store = app.store.clone();
+            match store
+                .read_async(move |c| store::logs::agent_is_live(c, agent_id))
+                .await
+            {
+                Ok(live) => live,
+                Err(e) => {
+                    tracing::error!(%agent_id, error = %e, "checking a followed agent");
+                    true
+                }
+            }
+        } else {
+            true
+        };
+        if read_more || !still_live {
+            loop {
+                match fetch(last, FOLLOW_FRAME_LINES).await {
+                    Ok(rows) if rows.is_empty() => break,
+                    Ok(rows) => {
+                        last = rows.last().map_or(last, |r| r.id);
+                        let full = rows.len() == FOLLOW_FRAME_LINES;
+                        if let Err(why) = send_rows(&mut tx, &rows).await {
+                            if why.starts_with("client too slow") {
+                                let _ = tx.send(close(1008, "client too slow")).await;
+                            }
+                            tracing::info!(%agent_id, why, "follower closed");
+                            return;
+                        }
+                        if !full {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(%agent_id, error = %e, "reading logs for a follower");
+                        let _ = tx.send(close(1011, "internal error")).await;
+                        return;
+                    }
+                }
+            }
+        }
+        if !still_live {
+            // The agent left the latest build: everything it wrote has been sent.
+            let _ = tx.send(close(1000, "")).await;
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn query_defaults_and_flags() {
+        assert_eq!(
+            parse_query(&[]).expect("empty"),
+            LogsQuery {
+                after: 0,
+                before: None,
+                follow: false,
+                text: false
+            }
+        );
+        let parsed =
+            parse_query(&q(&[("follow", ""), ("after", "7"), ("before", "9")])).expect("ok");
+        assert_eq!(
+            (parsed.follow, parsed.after, parsed.before),
+            (true, 7, Some(9))
+        );
+        assert!(!parse_query(&q(&[("follow", "false")])).expect("ok").follow);
+        assert!(parse_query(&q(&[("format", "text")])).expect("ok").text);
+    }
+
+    #[test]
+    fn query_errors_in_upstreams_order_and_words() {
+        let e = parse_query(&q(&[("format", "xml"), ("after", "-1")])).expect_err("format first");
+        assert_eq!(e.body.message, "Invalid format parameter.");
+        let e = parse_query(&q(&[("format", "text"), ("follow", "1")])).expect_err("text+follow");
+        assert_eq!(
+            e.body.message,
+            "Text format is not supported with follow mode."
+        );
+        let e = parse_query(&q(&[("after", "-1")])).expect_err("negative");
+        assert_eq!(
+            e.body.message,
+            "Query param \"after\" must be an integer greater than or equal to zero."
+        );
+        assert_eq!(e.body.validations[0].field, "after");
+        let e = parse_query(&q(&[("before", "x")])).expect_err("bad before");
+        assert_eq!(e.body.validations[0].field, "before");
+    }
+}
