@@ -304,6 +304,7 @@ fn open_store(config: &Config, migrate: bool) -> anyhow::Result<Store> {
     let options = store::Options {
         busy_timeout: config.database.busy_timeout,
         pool_size: config.database.pool_size,
+        synchronous_full: config.database.synchronous_full,
     };
     let store = Store::open(&config.db, &options)
         .with_context(|| format!("opening the database {}", config.db.display()))?;

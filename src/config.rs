@@ -110,6 +110,9 @@ pub struct DatabaseConfig {
     pub busy_timeout: Duration,
     /// Connections in the pool, 1..=64.
     pub pool_size: u32,
+    /// Survive power loss too (`FULL`: an fsync per commit), not only a crash
+    /// of the process (`NORMAL`).
+    pub synchronous_full: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,6 +250,7 @@ pub struct RawLog {
 pub struct RawDatabase {
     pub busy_timeout: Option<RawDuration>,
     pub pool_size: Option<i64>,
+    pub synchronous: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -751,6 +755,13 @@ fn resolve(layered: &Layered) -> Result<(Config, Vec<Entry>), ConfigError> {
             parse_duration_at_least(v, 0)
         })?,
         pool_size: r.get("database.pool_size", "8", |v| parse_int_in(v, 1, 64))?,
+        synchronous_full: r.get("database.synchronous", "normal", |v| {
+            match expect_str(v, "\"normal\" or \"full\"")?.to_ascii_lowercase().as_str() {
+                "normal" => Ok(false),
+                "full" => Ok(true),
+                _ => Err("expected \"normal\" or \"full\"".to_owned()),
+            }
+        })?,
     };
     let agent = AgentConfig {
         fallback_troubleshooting_url: r.get(
@@ -1412,7 +1423,8 @@ mod tests {
             c.database,
             DatabaseConfig {
                 busy_timeout: Duration::from_secs(5),
-                pool_size: 8
+                pool_size: 8,
+                synchronous_full: false,
             }
         );
         assert_eq!(c.agent.inactive_disconnect_timeout, Duration::from_secs(30));

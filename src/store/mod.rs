@@ -58,6 +58,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Options {
     pub busy_timeout: Duration,
     pub pool_size: u32,
+    /// `PRAGMA synchronous = FULL` (fsync per commit) instead of `NORMAL`.
+    pub synchronous_full: bool,
 }
 
 impl Default for Options {
@@ -65,6 +67,7 @@ impl Default for Options {
         Options {
             busy_timeout: Duration::from_secs(5),
             pool_size: 8,
+            synchronous_full: false,
         }
     }
 }
@@ -106,6 +109,7 @@ impl Store {
             })?;
         // SQLite takes the timeout as a C int of milliseconds.
         let busy_ms = options.busy_timeout.as_millis().min(i32::MAX as u128);
+        let synchronous = if options.synchronous_full { "FULL" } else { "NORMAL" };
         let manager = SqliteConnectionManager::file(path)
             .with_flags(
                 OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -118,7 +122,7 @@ impl Store {
                 c.execute_batch(&format!(
                     "PRAGMA busy_timeout = {busy_ms};
                      PRAGMA foreign_keys = ON;
-                     PRAGMA synchronous = NORMAL;
+                     PRAGMA synchronous = {synchronous};
                      PRAGMA temp_store = MEMORY;
                      PRAGMA mmap_size = 268435456;"
                 ))
