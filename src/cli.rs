@@ -78,7 +78,7 @@ pub enum Command {
     /// Check instance-identity proofs and manage trust material, offline.
     #[command(subcommand)]
     Identity(IdentityCommand),
-    /// Commands run on the workspace machine: get the agent's session token.
+    /// Commands run on the workspace machine: sign in, ship logs.
     #[command(subcommand)]
     Agent(crate::agent::AgentCommand),
 }
@@ -271,6 +271,7 @@ fn check_config(loaded: &config::Loaded, out: &Printer) -> anyhow::Result<()> {
                     })).collect::<Vec<_>>());
                     v["trust_warnings"] =
                         json!(t.warnings.iter().chain(&expiring).collect::<Vec<_>>());
+                    v["trust_notes"] = json!(t.notes);
                 }
                 Err(e) => v["trust_error"] = json!(format!("{e:#}")),
             }
@@ -290,6 +291,9 @@ fn check_config(loaded: &config::Loaded, out: &Printer) -> anyhow::Result<()> {
                     }
                     for w in t.warnings.iter().chain(&expiring) {
                         text.push_str(&format!("# warning: {w}\n"));
+                    }
+                    for n in &t.notes {
+                        text.push_str(&format!("# note: {n}\n"));
                     }
                 }
                 Err(e) => text.push_str(&format!("# error: {e:#}\n")),
@@ -789,6 +793,10 @@ fn serve(config: Config) -> anyhow::Result<()> {
         for w in &trust.warnings {
             tracing::warn!("{w}");
         }
+        for n in &trust.notes {
+            tracing::info!("{n}");
+        }
+        let shutdown = server::shutdown_signal()?;
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             db = %config.db.display(),
@@ -808,7 +816,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         if let Some(url) = jwks_url {
             tokio::spawn(crate::jwks_refresh::run(app.clone(), base_trust, url));
         }
-        server::run(bound, app, server::shutdown_signal()).await
+        server::run(bound, app, shutdown).await
     })
 }
 

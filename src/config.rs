@@ -756,7 +756,10 @@ fn resolve(layered: &Layered) -> Result<(Config, Vec<Entry>), ConfigError> {
         })?,
         pool_size: r.get("database.pool_size", "8", |v| parse_int_in(v, 1, 64))?,
         synchronous_full: r.get("database.synchronous", "normal", |v| {
-            match expect_str(v, "\"normal\" or \"full\"")?.to_ascii_lowercase().as_str() {
+            match expect_str(v, "\"normal\" or \"full\"")?
+                .to_ascii_lowercase()
+                .as_str()
+            {
                 "normal" => Ok(false),
                 "full" => Ok(true),
                 _ => Err("expected \"normal\" or \"full\"".to_owned()),

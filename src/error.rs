@@ -23,6 +23,9 @@ pub const MAX_BODY_BYTES: u64 = 4 << 20;
 pub struct ApiError {
     pub status: StatusCode,
     pub body: sdk::Response,
+    /// Ask the client to close the connection after this answer (an error
+    /// sent before the request body was read).
+    pub close: bool,
 }
 
 impl ApiError {
@@ -34,6 +37,7 @@ impl ApiError {
                 detail: None,
                 validations: Vec::new(),
             },
+            close: false,
         }
     }
 
@@ -85,7 +89,14 @@ impl From<StoreError> for ApiError {
 
 impl Reply for ApiError {
     fn into_response(self) -> Response {
-        json_response(self.status, &self.body)
+        let mut resp = json_response(self.status, &self.body);
+        if self.close {
+            resp.headers_mut().insert(
+                warp::http::header::CONNECTION,
+                warp::http::HeaderValue::from_static("close"),
+            );
+        }
+        resp
     }
 }
 

@@ -29,10 +29,16 @@ pub const REPLACEMENT: &str = "\u{274C}";
 /// log line still parses.
 pub fn lossy_utf8(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
+    // A run of invalid bytes becomes one mark (Go's strings.ToValidUTF8).
+    let mut in_invalid_run = false;
     for chunk in bytes.utf8_chunks() {
-        out.push_str(chunk.valid());
-        if !chunk.invalid().is_empty() {
+        if !chunk.valid().is_empty() {
+            out.push_str(chunk.valid());
+            in_invalid_run = false;
+        }
+        if !chunk.invalid().is_empty() && !in_invalid_run {
             out.push_str(REPLACEMENT);
+            in_invalid_run = true;
         }
     }
     out
@@ -195,6 +201,8 @@ mod tests {
     #[test]
     fn invalid_utf8_and_nuls_become_the_cross_mark() {
         assert_eq!(lossy_utf8(b"ok \xff\xfe end"), "ok \u{274C} end");
+        assert_eq!(lossy_utf8(b"\xff\xfe\xfd"), "\u{274C}");
+        assert_eq!(lossy_utf8(b"a\xffb\xfec"), "a\u{274C}b\u{274C}c");
         assert_eq!(lossy_utf8("héllo".as_bytes()), "héllo");
         let line = clean_line("info", "a\0b");
         assert_eq!(line.output, "a\u{274C}b");

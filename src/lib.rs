@@ -20,8 +20,8 @@
 //! - `relay`: wakes log followers on new lines and on commits by other processes.
 //! - `retention`: purges logs of replaced agents after `logs.retention`.
 //! - `agent_select`: which agent an instance-identity sign-in is for.
-//! - `agent`: `appliance agent auth`, the client side of sign-in run on the
-//!   workspace machine (cloud metadata service -> server -> session token).
+//! - `agent`: the workspace side (`appliance agent auth`, `appliance agent logs`):
+//!   instance-identity sign-in from the cloud metadata service, shipping script output as logs.
 //! - `rate_limit`: per-address budget for unauthenticated sign-ins.
 //! - `telemetry`: logging.
 //!

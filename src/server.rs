@@ -45,22 +45,17 @@ pub async fn run(
     Ok(())
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+/// A future resolving on SIGTERM or SIGINT. The handlers are installed now,
+/// before the caller announces it is listening, so a signal sent right after
+/// the announcement is never fatal.
+pub fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
-    let term = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received; finishing in-flight requests"),
+            _ = int.recv() => tracing::info!("SIGINT received; finishing in-flight requests"),
         }
-    };
-    tokio::select! {
-        _ = term => tracing::info!("SIGTERM received; finishing in-flight requests"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; finishing in-flight requests"),
-    }
+    })
 }

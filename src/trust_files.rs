@@ -15,6 +15,8 @@ pub struct Loaded {
     pub trust: Trust,
     /// Non-fatal problems (e.g. a configured JWKS file that does not exist yet).
     pub warnings: Vec<String>,
+    /// Worth knowing, not a problem (e.g. GCP sign-in is off: no keys configured).
+    pub notes: Vec<String>,
 }
 
 /// The PEM files a configured path stands for: the file itself, or the
@@ -58,6 +60,7 @@ fn for_each_pem(
 pub fn load(config: &IdentityConfig) -> anyhow::Result<Loaded> {
     let mut trust = Trust::builtin();
     let mut warnings = Vec::new();
+    let mut notes = Vec::new();
     if !config.aws.builtin {
         trust.aws.clear();
     }
@@ -103,12 +106,16 @@ pub fn load(config: &IdentityConfig) -> anyhow::Result<Loaded> {
             .push("no Azure roots are trusted: Azure sign-ins will fail (identity.azure)".into());
     }
     if trust.gcp.is_empty() && config.gcp.jwks_url.is_none() {
-        warnings.push(
-            "no GCP keys: set identity.gcp.jwks_file (appliance identity import-jwks) or identity.gcp.jwks_url to accept GCP sign-ins"
+        notes.push(
+            "GCP sign-in is off: no Google keys; set identity.gcp.jwks_file (appliance identity import-jwks) or identity.gcp.jwks_url to accept GCP sign-ins"
                 .into(),
         );
     }
-    Ok(Loaded { trust, warnings })
+    Ok(Loaded {
+        trust,
+        warnings,
+        notes,
+    })
 }
 
 /// Certificates that expire within this long are called out.

@@ -15,10 +15,15 @@
 //! the server's message, since asking again cannot change it. Progress goes
 //! to stderr, the token alone to stdout (or to `--token-file`, mode 0600).
 //!
-//! Blocking I/O only (`ureq`): this is a one-shot command, no runtime needed.
-//! It reads no configuration file and opens no database.
+//! `appliance agent logs` ([`logs`]) ships lines read from stdin to the
+//! server as the agent's logs, in batches, as Coder's agent ships a startup
+//! script's output.
+//!
+//! Blocking I/O only (`ureq`): these are one-shot commands, no runtime needed.
+//! They read no configuration file and open no database.
 
 mod http;
+pub mod logs;
 mod metadata;
 
 use std::io::Write;
@@ -48,6 +53,19 @@ pub enum AgentCommand {
     // Its flags after the global ones (--config, --db, --output), not interleaved.
     #[command(after_help = AUTH_AFTER_HELP, next_display_order = 10)]
     Auth(AuthOptions),
+    /// Ship lines read from stdin to the server as the agent's logs.
+    ///
+    /// Reads stdin line by line and sends the lines in batches (one a second,
+    /// or sooner at 1 MiB) with the agent token, under the log source named
+    /// by --source, until stdin ends and the server has accepted every line.
+    /// How a startup script's output reaches the server:
+    /// `./setup.sh 2>&1 | appliance agent logs --source Startup`.
+    ///
+    /// Network errors, 5xx and 429 answers are retried with backoff until
+    /// --timeout passes without progress; other refusals (401, 400) stop at
+    /// once with the server's message.
+    #[command(after_help = logs::LOGS_AFTER_HELP, next_display_order = 10)]
+    Logs(logs::LogsOptions),
 }
 
 const AUTH_AFTER_HELP: &str = "\
@@ -208,6 +226,7 @@ pub fn run(cmd: AgentCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        AgentCommand::Logs(opts) => logs::run(&opts),
     }
 }
 

@@ -5,6 +5,7 @@ use std::convert::Infallible;
 
 use bytes::{Buf, Bytes};
 use futures_util::{Stream, StreamExt};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use warp::Filter;
 use warp::http::HeaderMap;
@@ -118,7 +119,37 @@ pub async fn read_body(
     Ok(Bytes::from(buf))
 }
 
+/// Deserializes JSON `null` as the type's default, as Go's decoder leaves a
+/// field at its zero value: `{"logs": null}` is an empty list.
+pub fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + serde::Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// Answers an error before the request body was read, with `Connection:
+/// close`: the unread body would otherwise be taken for the next request on a
+/// keep-alive connection, and waiting for it first could stall a client that
+/// waits for the answer before sending it.
+pub fn refuse_unread(err: ApiError) -> ApiError {
+    ApiError { close: true, ..err }
+}
+
 pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Request bodies are objects. serde would also accept an array for a
+    // struct (by position); Go's decoder refuses it, and so do we. `null`
+    // leaves every field at its zero value, as in Go.
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace());
+    match start.map(|i| &bytes[i..]) {
+        Some(rest) if rest.starts_with(b"[") => {
+            return Err(ApiError::bad_request("Request body must be valid JSON.")
+                .detail("json: cannot unmarshal array into an object: send a JSON object"));
+        }
+        Some(rest) if rest.trim_ascii_end() == b"null" => return decode_json(b"{}"),
+        _ => {}
+    }
     serde_json::from_slice(bytes).map_err(|e| {
         ApiError::bad_request("Request body must be valid JSON.").detail(e.to_string())
     })

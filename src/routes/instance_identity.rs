@@ -19,7 +19,7 @@ use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::filters::{read_json, with_app};
+use super::filters::{null_as_default, read_json, refuse_unread, with_app};
 use crate::agent_select::{self, Refusal};
 use crate::app::App;
 use crate::error::{ApiError, json_response, respond};
@@ -54,13 +54,13 @@ pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
 /// fields are ignored, as Coder's decoder does.
 #[derive(Debug, Default, Deserialize)]
 struct Proof {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     document: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     signature: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     encoding: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     json_web_token: String,
     #[serde(default)]
     agent_name: Option<String>,
@@ -100,14 +100,16 @@ async fn sign_in(
     if let Some(addr) = addr
         && let Err(retry) = app.identity_limiter.check(addr.ip(), Instant::now())
     {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "You've been rate limited for sending more than {} requests in 1m0s.",
-                app.identity_limiter.limit()
-            ),
-        )
-        .detail(format!("Try again in {} seconds.", retry.as_secs().max(1))));
+        return Err(refuse_unread(
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "You've been rate limited for sending more than {} requests in 1m0s.",
+                    app.identity_limiter.limit()
+                ),
+            )
+            .detail(format!("Try again in {} seconds.", retry.as_secs().max(1))),
+        ));
     }
     let proof: Proof = read_json(body).await?;
     match cloud {

@@ -9,7 +9,7 @@ use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::filters::{read_json, session_token, with_app};
+use super::filters::{null_as_default, read_json, refuse_unread, session_token, with_app};
 use super::session::agent_for_token;
 use crate::app::App;
 use crate::error::{ApiError, json_response, respond};
@@ -33,11 +33,11 @@ pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
 #[derive(Debug, Deserialize)]
 struct PostLogSource {
     /// A missing id is the nil UUID, as Go decodes it; no validation, as upstream.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     id: Uuid,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     display_name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     icon: String,
 }
 
@@ -46,10 +46,13 @@ async fn post_log_source(
     token: Option<String>,
     body: impl futures_util::Stream<Item = Result<impl bytes::Buf, warp::Error>>,
 ) -> Result<Response, ApiError> {
-    let agent = app
+    let agent = match app
         .store
-        .read_async(move |c| agent_for_token(c, token.as_deref()))
-        .await??;
+        .read_inline(|c| agent_for_token(c, token.as_deref()))?
+    {
+        Ok(a) => a,
+        Err(e) => return Err(refuse_unread(e)),
+    };
     let req: PostLogSource = read_json(body).await?;
     let display_name: String = req
         .display_name

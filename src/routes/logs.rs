@@ -18,7 +18,9 @@ use warp::filters::ws::{Message, WebSocket, Ws};
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::filters::{query_pairs, session_token, with_app};
+use super::filters::{
+    null_as_default, query_pairs, read_body, refuse_unread, session_token, with_app,
+};
 use super::session::{agent_for_token, readable_agent};
 use crate::app::App;
 use crate::error::{ApiError, MAX_BODY_BYTES, json_response, respond};
@@ -79,17 +81,17 @@ pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
 
 #[derive(Debug, Deserialize)]
 struct PatchLogs {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     log_source_id: Uuid,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     logs: Vec<PatchLine>,
 }
 
 #[derive(Debug, Deserialize)]
 struct PatchLine {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     output: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     level: String,
 }
 
@@ -98,11 +100,15 @@ async fn patch_logs(
     token: Option<String>,
     body: impl futures_util::Stream<Item = Result<impl bytes::Buf, warp::Error>>,
 ) -> Result<Response, ApiError> {
-    let agent = app
+    let agent = match app
         .store
-        .read_inline(|c| agent_for_token(c, token.as_deref()))??;
+        .read_inline(|c| agent_for_token(c, token.as_deref()))?
+    {
+        Ok(a) => a,
+        Err(e) => return Err(refuse_unread(e)),
+    };
     // Invalid UTF-8 inside log lines becomes ❌ instead of failing the batch.
-    let text = ingest::lossy_utf8(&super::filters::read_body(body).await?);
+    let text = ingest::lossy_utf8(&read_body(body).await?);
     let req: PatchLogs = super::filters::decode_json(text.as_bytes())?;
     if req.logs.is_empty() {
         return Err(ApiError::bad_request("No logs provided."));

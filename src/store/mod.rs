@@ -109,7 +109,11 @@ impl Store {
             })?;
         // SQLite takes the timeout as a C int of milliseconds.
         let busy_ms = options.busy_timeout.as_millis().min(i32::MAX as u128);
-        let synchronous = if options.synchronous_full { "FULL" } else { "NORMAL" };
+        let synchronous = if options.synchronous_full {
+            "FULL"
+        } else {
+            "NORMAL"
+        };
         let manager = SqliteConnectionManager::file(path)
             .with_flags(
                 OpenFlags::SQLITE_OPEN_READ_WRITE
