@@ -345,9 +345,13 @@ pub fn parse(file: &str, text: &str) -> Result<Workspace, ManifestError> {
     if v.problems.is_empty() {
         Ok(ws)
     } else {
-        if syntax == Syntax::Toml {
+        if syntax == Syntax::Toml
+            && let Ok(root) = toml::de::DeTable::parse(text)
+        {
+            // One parse for all problems: a manifest with thousands of
+            // mistakes is reported as fast as one with a single mistake.
             for p in &mut v.problems {
-                p.line = locate_toml(text, &p.path);
+                p.line = locate_in(&root, text, &p.path);
             }
         }
         Err(fail(v.problems))
@@ -383,8 +387,12 @@ fn line_of(text: &str, offset: usize) -> usize {
 /// Finds the line of a key path such as `resources[0].agents[1].name` (or of
 /// the nearest enclosing table that exists).
 fn locate_toml(text: &str, path: &str) -> Option<usize> {
-    use toml::de::{DeTable, DeValue};
-    let root = DeTable::parse(text).ok()?;
+    let root = toml::de::DeTable::parse(text).ok()?;
+    locate_in(&root, text, path)
+}
+
+fn locate_in(root: &toml::Spanned<toml::de::DeTable<'_>>, text: &str, path: &str) -> Option<usize> {
+    use toml::de::DeValue;
     let mut best = None;
     let mut current: Option<&toml::Spanned<DeValue<'_>>> = None;
     for segment in path.split('.') {

@@ -4,10 +4,16 @@
 
 mod harness;
 
+mod agent_auth;
+mod agent_logs;
 mod agents;
 mod auth;
 mod cli;
 mod errors;
+mod identity;
+mod identity_support;
 mod lifecycle;
+mod logs;
+mod logs_support;
 mod manifest;
 mod workspaces;

@@ -1,0 +1,64 @@
+#!/bin/sh
+# Fills corpus/<target>/ with seeds taken from the repository's fixtures and
+# examples (the corpus directory itself is not committed). Run from anywhere:
+#   sh fuzz/seed.sh
+set -eu
+cd "$(dirname "$0")"
+F=../tests/fixtures/identity
+for t in identity_aws identity_azure identity_gcp manifest proof_json; do
+  mkdir -p "corpus/$t"
+done
+
+# A byte with value $1 (0-255).
+byte() { printf "\\$(printf %03o "$1")"; }
+# A file's contents as a JSON string literal (no trailing newline added).
+json_string() {
+  printf '"'
+  sed 's/\\/\\\\/g; s/"/\\"/g; s/\t/\\t/g' "$1" | awk 'NR > 1 { printf "\\n" } { printf "%s", $0 }'
+  printf '"'
+}
+
+# identity_aws: document NUL signature.
+for n in coder-us-east-1-2022 taskcluster-us-west-2-2019; do
+  d=$F/aws/$n
+  { cat "$d/document.json"; byte 0; cat "$d/signature.b64"; } > "corpus/identity_aws/$n"
+done
+
+# identity_azure: time selector (index into TIMES) + DER envelope.
+i=0
+for n in coder-regular-2022 coder-govcloud-2023 ansible-sap-operations-2023 coder-rsa-2024 \
+         taskcluster-2025 coder-regular-2026; do
+  { byte $i; base64 -d < "$F/azure/$n/signature.b64"; } > "corpus/identity_azure/$n"
+  { byte $((i + 128)); cat "$F/azure/$n/signature.b64"; } > "corpus/identity_azure/$n-b64"
+  i=$((i + 1))
+done
+for f in "$F"/generated/azure-*.b64; do
+  { byte 6; base64 -d < "$f"; } > "corpus/identity_azure/$(basename "$f" .b64)"
+done
+
+# identity_gcp: time selector + token.
+i=0
+for n in istio-2019 smallstep-kops-2019 infisical-2024 google-auth-java-sa-no-instance-2020; do
+  { byte $i; tr -d '\n' < "$F/gcp/$n/token.jwt"; } > "corpus/identity_gcp/$n"
+  i=$((i + 1))
+done
+
+# manifest: selector 0 = TOML, 1 = JSON.
+for f in ../config/examples/*.toml; do
+  { byte 0; cat "$f"; } > "corpus/manifest/$(basename "$f")"
+done
+{ byte 1; printf '%s' '{"name":"dev","owner":"admin","resources":[{"name":"vm","type":"aws_instance","instance_id":"i-0abc","agents":[{"name":"main","auth":"aws-instance-identity","apps":[{"slug":"code","url":"http://localhost:8080","healthcheck":{"url":"http://localhost:8080/h","interval":5,"threshold":3}}],"scripts":[{"display_name":"s","script":"echo","cron":"0 * * * * *"}],"children":[{"name":"sub"}]}]}]}'; } > corpus/manifest/example.json
+
+# proof_json: request bodies as agents send them.
+for n in coder-us-east-1-2022 taskcluster-us-west-2-2019; do
+  d=$F/aws/$n
+  { printf '{"document":'; json_string "$d/document.json"; printf ',"signature":'; json_string "$d/signature.b64"; printf ',"agent_name":"main"}'; } \
+    > "corpus/proof_json/aws-$n"
+done
+for n in coder-rsa-2024 taskcluster-2025; do
+  cp "$F/azure/$n/request.json" "corpus/proof_json/azure-$n"
+done
+for n in istio-2019 infisical-2024; do
+  { printf '{"json_web_token":"'; tr -d '\n' < "$F/gcp/$n/token.jwt"; printf '","agent_name":"  alpha "}'; } > "corpus/proof_json/gcp-$n"
+done
+echo "seeded: $(ls corpus/* | wc -l) entries in $(pwd)/corpus"
