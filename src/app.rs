@@ -8,6 +8,7 @@ use crate::ingest::LogWriter;
 use crate::rate_limit::RateLimiter;
 use crate::relay::{self, Hub};
 use crate::store::Store;
+use crate::view_cache::ViewCache;
 
 #[derive(Clone)]
 pub struct App {
@@ -21,6 +22,8 @@ pub struct App {
     pub hub: Hub,
     /// The one writer of agent logs.
     pub logs: LogWriter,
+    /// Rendered `GET /workspaceagents/{id}` bodies.
+    pub agent_views: Arc<ViewCache>,
 }
 
 impl App {
@@ -41,6 +44,7 @@ impl App {
             store,
             hub,
             logs,
+            agent_views: Arc::new(ViewCache::default()),
         })
     }
 

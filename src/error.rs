@@ -124,6 +124,17 @@ pub fn json_response<T: serde::Serialize>(status: StatusCode, value: &T) -> Resp
     resp
 }
 
+/// A JSON body already encoded (with its trailing newline).
+pub fn json_bytes(status: StatusCode, body: bytes::Bytes) -> Response {
+    let mut resp = Response::new(body.into());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    resp
+}
+
 /// Turns a handler result into a response.
 pub fn respond<R: Reply>(result: Result<R, ApiError>) -> Response {
     match result {

@@ -23,6 +23,7 @@
 //! - `agent`: the workspace side (`appliance agent auth`, `appliance agent logs`):
 //!   instance-identity sign-in from the cloud metadata service, shipping script output as logs.
 //! - `rate_limit`: per-address budget for unauthenticated sign-ins.
+//! - `view_cache`: rendered agent responses, reused while provably current.
 //! - `telemetry`: logging.
 //!
 //! See ARCHITECTURE.md for the invariants.
@@ -47,4 +48,5 @@ pub mod sdk;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod view_cache;
 pub mod trust_files;

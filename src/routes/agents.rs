@@ -11,10 +11,10 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::filters::{session_token, with_app};
-use super::session::readable_agent;
+use super::session::{parse_uuid_param, readable_agent, user_for_key};
 use crate::agent_status;
 use crate::app::App;
-use crate::error::{ApiError, json_response, respond};
+use crate::error::{ApiError, json_bytes, respond};
 use crate::sdk;
 use crate::store::{self, agents::AgentRow};
 
@@ -40,6 +40,20 @@ struct AgentData {
 
 async fn get_agent(app: App, token: Option<String>, raw_id: String) -> Result<Response, ApiError> {
     let now = OffsetDateTime::now_utc();
+    // Read the version before the data: a view stored under it is at least
+    // as new as the version says, never older.
+    let version = app.store.version()?;
+    if let Ok(id) = parse_uuid_param(&raw_id)
+        && let Some(view) = app.agent_views.get(id, version, now)
+    {
+        let user = app.store.read_inline(|c| user_for_key(c, token.as_deref(), now))??;
+        if user.role != "admin" && user.id != view.owner_id {
+            return Err(ApiError::not_found(
+                "Agent doesn't exist with that id, or you do not have access to it.",
+            ));
+        }
+        return Ok(json_bytes(StatusCode::OK, view.body));
+    }
     // One short read on this thread: authenticate, authorise, load.
     let data = app.store.read_inline(move |conn| {
         let agent = match readable_agent(conn, token.as_deref(), &raw_id, now)? {
@@ -55,8 +69,36 @@ async fn get_agent(app: App, token: Option<String>, raw_id: String) -> Result<Re
             agent,
         }))
     })??;
+    let (id, owner_id) = (data.agent.id, data.agent.owner_id);
+    let valid_until = agent_status::changes_after(
+        &timestamps(&data.agent),
+        now,
+        app.config.agent.inactive_disconnect_timeout,
+    );
     let body = workspace_agent(data, now, &app);
-    Ok(json_response(StatusCode::OK, &body))
+    let mut bytes = serde_json::to_vec(&body).map_err(|e| ApiError::internal("Internal error reading workspace agent.", &e))?;
+    bytes.push(b'\n');
+    let bytes = bytes::Bytes::from(bytes);
+    app.agent_views.put(
+        id,
+        crate::view_cache::View {
+            version,
+            owner_id,
+            body: bytes.clone(),
+            valid_until,
+        },
+    );
+    Ok(json_bytes(StatusCode::OK, bytes))
+}
+
+fn timestamps(agent: &AgentRow) -> agent_status::Timestamps {
+    agent_status::Timestamps {
+        created_at: agent.created_at,
+        first_connected_at: agent.first_connected_at,
+        last_connected_at: agent.last_connected_at,
+        disconnected_at: agent.disconnected_at,
+        connection_timeout_seconds: agent.connection_timeout_seconds,
+    }
 }
 
 /// A subdomain app's host label, as Coder builds it.
@@ -89,13 +131,7 @@ fn workspace_agent(data: AgentData, now: OffsetDateTime, app: &App) -> sdk::Work
         sources,
     } = data;
     let (status, disconnected_at) = agent_status::status(
-        &agent_status::Timestamps {
-            created_at: agent.created_at,
-            first_connected_at: agent.first_connected_at,
-            last_connected_at: agent.last_connected_at,
-            disconnected_at: agent.disconnected_at,
-            connection_timeout_seconds: agent.connection_timeout_seconds,
-        },
+        &timestamps(&agent),
         now,
         app.config.agent.inactive_disconnect_timeout,
     );

@@ -78,6 +78,9 @@ pub struct Store {
     pool: r2d2::Pool<SqliteConnectionManager>,
     write_lock: Arc<Mutex<()>>,
     path: PathBuf,
+    /// A connection that never writes: its `data_version` moves whenever
+    /// anyone (this process or another) commits. See [`Store::version`].
+    probe: Arc<Mutex<ChangeProbe>>,
 }
 
 impl Store {
@@ -150,10 +153,13 @@ impl Store {
                 )));
             }
         }
+        let probe = rusqlite::Connection::open(path)?;
+        probe.busy_timeout(options.busy_timeout)?;
         Ok(Store {
             pool,
             write_lock: Arc::new(Mutex::new(())),
             path: path.to_path_buf(),
+            probe: Arc::new(Mutex::new(ChangeProbe(probe))),
         })
     }
 
@@ -229,6 +235,17 @@ impl Store {
         tokio::task::spawn_blocking(move || span.in_scope(|| store.write(f)))
             .await
             .map_err(|e| StoreError::Other(format!("store task failed: {e}")))?
+    }
+
+    /// A number that changes whenever anything was committed to the database
+    /// since the last call, by this process or another: a cheap way to tell
+    /// whether something read earlier may be stale (one `PRAGMA`, no table
+    /// read). Equal numbers mean nothing was committed in between.
+    pub fn version(&self) -> Result<i64> {
+        self.probe
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .data_version()
     }
 
     /// A connection of its own whose `data_version` changes whenever any other

@@ -1,0 +1,95 @@
+//! Rendered responses kept for as long as they are provably current.
+//!
+//! An entry records the store's [`version`](crate::store::Store::version) it
+//! was read at and, when the content depends on the clock (an agent's status
+//! turns to `timeout` or `disconnected` by itself), the last instant it is
+//! valid. A lookup hits only if nothing was committed since (by anyone, any
+//! process) and that instant has not passed, so a hit is byte-for-byte what a
+//! fresh read would produce. Bounded: the table is cleared when it fills.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+const MAX_ENTRIES: usize = 4096;
+
+#[derive(Clone)]
+pub struct View {
+    pub version: i64,
+    /// Who may read it (besides admins).
+    pub owner_id: Uuid,
+    pub body: Bytes,
+    pub valid_until: Option<OffsetDateTime>,
+}
+
+#[derive(Default)]
+pub struct ViewCache {
+    entries: Mutex<HashMap<Uuid, View>>,
+}
+
+impl ViewCache {
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, View>> {
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The view of `id` if it is still current at `version` and `now`.
+    pub fn get(&self, id: Uuid, version: i64, now: OffsetDateTime) -> Option<View> {
+        let entries = self.entries();
+        let view = entries.get(&id)?;
+        (view.version == version && view.valid_until.is_none_or(|until| now <= until)).then(|| view.clone())
+    }
+
+    pub fn put(&self, id: Uuid, view: View) {
+        let mut entries = self.entries();
+        if entries.len() >= MAX_ENTRIES && !entries.contains_key(&id) {
+            entries.clear();
+        }
+        entries.insert(id, view);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn hits_only_while_nothing_changed_and_the_clock_allows() {
+        let cache = ViewCache::default();
+        let id = Uuid::new_v4();
+        let t = datetime!(2026-01-01 00:00 UTC);
+        cache.put(
+            id,
+            View {
+                version: 7,
+                owner_id: Uuid::nil(),
+                body: Bytes::from_static(b"{}"),
+                valid_until: Some(t),
+            },
+        );
+        assert!(cache.get(id, 7, t).is_some());
+        assert!(cache.get(id, 8, t).is_none(), "a commit happened");
+        assert!(cache.get(id, 7, t + time::Duration::microseconds(1)).is_none(), "the status may have moved on");
+        assert!(cache.get(Uuid::new_v4(), 7, t).is_none());
+    }
+
+    #[test]
+    fn stays_bounded() {
+        let cache = ViewCache::default();
+        for _ in 0..(MAX_ENTRIES + 10) {
+            cache.put(
+                Uuid::new_v4(),
+                View {
+                    version: 1,
+                    owner_id: Uuid::nil(),
+                    body: Bytes::new(),
+                    valid_until: None,
+                },
+            );
+        }
+        assert!(cache.entries().len() <= MAX_ENTRIES);
+    }
+}
