@@ -1342,3 +1342,67 @@ fn import_jwks_needs_a_configured_jwks_file() {
         .to_string();
     assert!(err.contains("identity.gcp.jwks_file"), "{err}");
 }
+
+/// Google's keys fetched from `identity.gcp.jwks_url` (a fake Google on
+/// loopback, serving the test JWKS with a cache lifetime) verify tokens
+/// without any `jwks_file`; the server fetched once at start.
+#[test]
+fn google_keys_fetched_from_jwks_url() {
+    use std::io::{Read, Write};
+    let jwks = std::fs::read(&material().gcp_jwks).expect("test jwks");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let served = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nCache-Control: public, max-age=21600\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                jwks.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&jwks);
+        }
+    });
+    // Everything as usual, but the GCP keys come only from the URL.
+    let config = identity_config("").replace(
+        &format!(
+            "jwks_file = {}",
+            serde_json::to_string(material().gcp_jwks.to_str().expect("utf-8")).expect("json")
+        ),
+        &format!("jwks_url = \"http://{addr}/oauth2/v3/certs\""),
+    );
+    assert!(config.contains("jwks_url"), "{config}");
+    let server = TestServer::start_with(Options {
+        config,
+        ..Default::default()
+    });
+    let id = instance("");
+    let applied = apply(&server, &manifest("gce", &id, GOOGLE_AUTH, &["main"]));
+    let jwt = gcp_jwt(&id, unix_now() + 3600);
+    // The fetch runs beside start-up: allow it a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let resp = post(&server, GOOGLE, &gcp_body(&jwt, None));
+        if resp.status == 200 {
+            assert_signed_in_as(&server, &resp, &agent_id(&applied, "main"));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never accepted: {} {}",
+            resp.status,
+            resp.body
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "fetched once; the cache lifetime is 6 h"
+    );
+}
