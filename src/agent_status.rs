@@ -78,7 +78,11 @@ pub fn status(
 /// The instant after which [`status`] may give another answer for the same
 /// timestamps (the connection timeout or the inactivity limit running out), or
 /// `None` if only new timestamps can change it.
-pub fn changes_after(t: &Timestamps, now: OffsetDateTime, inactive_timeout: Duration) -> Option<OffsetDateTime> {
+pub fn changes_after(
+    t: &Timestamps,
+    now: OffsetDateTime,
+    inactive_timeout: Duration,
+) -> Option<OffsetDateTime> {
     match (status(t, now, inactive_timeout).0, t.last_connected_at) {
         (Status::Connecting, _) if t.connection_timeout_seconds > 0 => {
             Some(t.created_at + time::Duration::seconds(t.connection_timeout_seconds))
@@ -207,8 +211,15 @@ mod tests {
         let t = ts();
         let until = changes_after(&t, T0, INACTIVE).expect("connecting with a timeout");
         assert_eq!(status(&t, until, INACTIVE).0, Status::Connecting);
-        assert_eq!(status(&t, until + time::Duration::microseconds(1), INACTIVE).0, Status::Timeout);
-        assert_eq!(changes_after(&t, until + secs(1), INACTIVE), None, "timeout is final");
+        assert_eq!(
+            status(&t, until + time::Duration::microseconds(1), INACTIVE).0,
+            Status::Timeout
+        );
+        assert_eq!(
+            changes_after(&t, until + secs(1), INACTIVE),
+            None,
+            "timeout is final"
+        );
         let connected = Timestamps {
             first_connected_at: Some(T0),
             last_connected_at: Some(T0 + secs(10)),
@@ -216,8 +227,19 @@ mod tests {
         };
         let until = changes_after(&connected, T0 + secs(11), INACTIVE).expect("connected");
         assert_eq!(status(&connected, until, INACTIVE).0, Status::Connected);
-        assert_eq!(status(&connected, until + time::Duration::microseconds(1), INACTIVE).0, Status::Disconnected);
-        let no_timeout = Timestamps { connection_timeout_seconds: 0, ..t };
+        assert_eq!(
+            status(
+                &connected,
+                until + time::Duration::microseconds(1),
+                INACTIVE
+            )
+            .0,
+            Status::Disconnected
+        );
+        let no_timeout = Timestamps {
+            connection_timeout_seconds: 0,
+            ..t
+        };
         assert_eq!(changes_after(&no_timeout, T0, INACTIVE), None);
     }
 

@@ -48,5 +48,5 @@ pub mod sdk;
 pub mod server;
 pub mod store;
 pub mod telemetry;
-pub mod view_cache;
 pub mod trust_files;
+pub mod view_cache;

@@ -32,14 +32,17 @@ pub struct ViewCache {
 
 impl ViewCache {
     fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, View>> {
-        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The view of `id` if it is still current at `version` and `now`.
     pub fn get(&self, id: Uuid, version: i64, now: OffsetDateTime) -> Option<View> {
         let entries = self.entries();
         let view = entries.get(&id)?;
-        (view.version == version && view.valid_until.is_none_or(|until| now <= until)).then(|| view.clone())
+        (view.version == version && view.valid_until.is_none_or(|until| now <= until))
+            .then(|| view.clone())
     }
 
     pub fn put(&self, id: Uuid, view: View) {
@@ -72,7 +75,12 @@ mod tests {
         );
         assert!(cache.get(id, 7, t).is_some());
         assert!(cache.get(id, 8, t).is_none(), "a commit happened");
-        assert!(cache.get(id, 7, t + time::Duration::microseconds(1)).is_none(), "the status may have moved on");
+        assert!(
+            cache
+                .get(id, 7, t + time::Duration::microseconds(1))
+                .is_none(),
+            "the status may have moved on"
+        );
         assert!(cache.get(Uuid::new_v4(), 7, t).is_none());
     }
 

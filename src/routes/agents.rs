@@ -46,7 +46,9 @@ async fn get_agent(app: App, token: Option<String>, raw_id: String) -> Result<Re
     if let Ok(id) = parse_uuid_param(&raw_id)
         && let Some(view) = app.agent_views.get(id, version, now)
     {
-        let user = app.store.read_inline(|c| user_for_key(c, token.as_deref(), now))??;
+        let user = app
+            .store
+            .read_inline(|c| user_for_key(c, token.as_deref(), now))??;
         if user.role != "admin" && user.id != view.owner_id {
             return Err(ApiError::not_found(
                 "Agent doesn't exist with that id, or you do not have access to it.",
@@ -76,7 +78,8 @@ async fn get_agent(app: App, token: Option<String>, raw_id: String) -> Result<Re
         app.config.agent.inactive_disconnect_timeout,
     );
     let body = workspace_agent(data, now, &app);
-    let mut bytes = serde_json::to_vec(&body).map_err(|e| ApiError::internal("Internal error reading workspace agent.", &e))?;
+    let mut bytes = serde_json::to_vec(&body)
+        .map_err(|e| ApiError::internal("Internal error reading workspace agent.", &e))?;
     bytes.push(b'\n');
     let bytes = bytes::Bytes::from(bytes);
     app.agent_views.put(
