@@ -42,6 +42,15 @@ pub fn new_api_key() -> NewApiKey {
 }
 
 /// Splits an API key into (id, secret) if it has Coder's shape.
+///
+/// ```
+/// use appliance::auth::split_api_key;
+/// assert_eq!(
+///     split_api_key("0123456789-abcdefghijklmnopqrstuv"),
+///     Some(("0123456789", "abcdefghijklmnopqrstuv"))
+/// );
+/// assert_eq!(split_api_key("not-a-key"), None);
+/// ```
 pub fn split_api_key(key: &str) -> Option<(&str, &str)> {
     let (id, secret) = key.split_once('-')?;
     let alnum = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric());

@@ -184,14 +184,14 @@ pub struct WorkspaceAgentScript {
     pub display_name: String,
 }
 
-/// `codersdk.WorkspaceAgentLog`.
+/// `codersdk.WorkspaceAgentLog`, borrowing from the stored row; `created_at`
+/// is already RFC 3339 (lines of one batch share it, so it is formatted once).
 #[derive(Debug, Clone, Serialize)]
-pub struct WorkspaceAgentLog {
+pub struct WorkspaceAgentLog<'a> {
     pub id: i64,
-    #[serde(with = "rfc3339")]
-    pub created_at: OffsetDateTime,
-    pub output: String,
-    pub level: String,
+    pub created_at: &'a str,
+    pub output: &'a str,
+    pub level: &'a str,
     pub source_id: Uuid,
 }
 

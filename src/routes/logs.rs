@@ -23,7 +23,7 @@ use super::filters::{
 };
 use super::session::{agent_for_token, readable_agent};
 use crate::app::App;
-use crate::error::{ApiError, MAX_BODY_BYTES, json_response, respond};
+use crate::error::{ApiError, MAX_BODY_BYTES, json_bytes, json_response, respond};
 use crate::ingest::{self, Outcome};
 use crate::store::{self, logs::LogRow};
 
@@ -227,14 +227,40 @@ fn parse_query(query: &[(String, String)]) -> Result<LogsQuery, ApiError> {
     })
 }
 
-fn sdk_log(row: &LogRow) -> crate::sdk::WorkspaceAgentLog {
-    crate::sdk::WorkspaceAgentLog {
-        id: row.id,
-        created_at: row.created_at,
-        output: row.output.clone(),
-        level: row.level.clone(),
-        source_id: row.source_id,
+/// Encodes rows as Coder's `[]codersdk.WorkspaceAgentLog`, straight from the
+/// rows (no copies); lines of one batch share their timestamp, formatted once.
+fn encode_logs(rows: &[LogRow]) -> Vec<u8> {
+    let mut stamps: Vec<String> = Vec::new();
+    let mut last: Option<OffsetDateTime> = None;
+    for r in rows {
+        if last != Some(r.created_at) {
+            stamps.push(crate::sdk::rfc3339::format(&r.created_at));
+            last = Some(r.created_at);
+        }
     }
+    let mut stamp = stamps.iter();
+    let mut current = "";
+    let mut last: Option<OffsetDateTime> = None;
+    let body: Vec<crate::sdk::WorkspaceAgentLog<'_>> = rows
+        .iter()
+        .map(|r| {
+            if last != Some(r.created_at) {
+                current = stamp.next().map_or("", String::as_str);
+                last = Some(r.created_at);
+            }
+            crate::sdk::WorkspaceAgentLog {
+                id: r.id,
+                created_at: current,
+                output: &r.output,
+                level: &r.level,
+                source_id: r.source_id,
+            }
+        })
+        .collect();
+    let mut out = Vec::with_capacity(rows.len() * 200 + 2);
+    // Serialising borrowed strings and integers cannot fail.
+    let _ = serde_json::to_writer(&mut out, &body);
+    out
 }
 
 async fn get_logs(
@@ -274,8 +300,9 @@ async fn get_logs(
         })
         .await?;
     if !q.text {
-        let body: Vec<_> = rows.iter().map(sdk_log).collect();
-        return Ok(json_response(StatusCode::OK, &body));
+        let mut body = encode_logs(&rows);
+        body.push(b'\n');
+        return Ok(json_bytes(StatusCode::OK, body.into()));
     }
     let mut out = String::new();
     for row in &rows {
@@ -304,13 +331,21 @@ async fn get_logs(
     Ok(resp)
 }
 
+/// Aborts a task when dropped: the follower's reader dies with the follower.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Sends `rows` as one JSON-array text frame, giving up after [`SEND_TIMEOUT`].
 async fn send_rows(
     socket: &mut futures_util::stream::SplitSink<WebSocket, Message>,
     rows: &[LogRow],
 ) -> Result<(), &'static str> {
-    let body: Vec<_> = rows.iter().map(sdk_log).collect();
-    let text = serde_json::to_string(&body).map_err(|_| "encoding failed")?;
+    let text = String::from_utf8(encode_logs(rows)).map_err(|_| "encoding failed")?;
     match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::text(text))).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err("client went away"),
@@ -331,13 +366,26 @@ async fn follow(app: App, agent_id: Uuid, after: i64, socket: WebSocket) {
     let mut new_logs = app.hub.subscribe_logs(agent_id);
     let mut database = app.hub.subscribe_database();
     let (mut tx, mut rx) = socket.split();
+    // The client's frames are read by a task of their own, polled only when
+    // the socket has data (not on every wake-up of this loop); it reports
+    // when the client closes or goes away.
+    let (gone_tx, mut client_gone) = tokio::sync::oneshot::channel::<()>();
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(m)) = rx.next().await {
+            if m.is_close() {
+                break;
+            }
+        }
+        let _ = gone_tx.send(());
+    });
+    let _stop_reader = AbortOnDrop(reader);
     let mut last = after;
     let fetch = |from: i64, limit: usize| {
         let store = app.store.clone();
         async move {
-            store
-                .read_async(move |c| store::logs::range(c, agent_id, from, None, limit))
-                .await
+            // A short indexed read: on this thread, not a blocking-pool trip
+            // per follower per wake-up.
+            store.read_inline(move |c| store::logs::range(c, agent_id, from, None, limit))
         }
     };
     let close = |code: u16, reason: &'static str| Message::close_with(code, reason);
@@ -374,11 +422,7 @@ async fn follow(app: App, agent_id: Uuid, after: i64, socket: WebSocket) {
                 }
                 continue;
             }
-            incoming = rx.next() => match incoming {
-                Some(Ok(m)) if m.is_close() => return,
-                Some(Ok(_)) => continue,
-                _ => return,
-            },
+            _ = &mut client_gone => return,
         };
         let still_live = if check_live {
             let store = app.store.clone();

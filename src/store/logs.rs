@@ -123,28 +123,38 @@ pub fn range(
     limit: usize,
 ) -> Result<Vec<LogRow>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, agent_id, created_at, output, level, log_source_id FROM workspace_agent_logs
+        "SELECT id, created_at, output, level, log_source_id FROM workspace_agent_logs
          WHERE agent_id = ?1 AND id > ?2 AND id < ?3 ORDER BY id LIMIT ?4",
     )?;
-    let rows = stmt.query_map(
-        params![
-            agent_id.to_string(),
-            after,
-            before.unwrap_or(i64::MAX),
-            limit as i64
-        ],
-        |r| {
-            Ok(LogRow {
-                id: r.get(0)?,
-                agent_id: get_uuid(r, 1)?,
-                created_at: from_micros(r.get(2)?),
-                output: r.get(3)?,
-                level: r.get(4)?,
-                source_id: get_uuid(r, 5)?,
-            })
-        },
-    )?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    let mut rows = stmt.query(params![
+        agent_id.to_string(),
+        after,
+        before.unwrap_or(i64::MAX),
+        i64::try_from(limit).unwrap_or(i64::MAX)
+    ])?;
+    let mut out = Vec::new();
+    // Lines of one batch share their source: parse each source id once.
+    let mut last_source: Option<(String, Uuid)> = None;
+    while let Some(r) = rows.next()? {
+        let source_text = r.get_ref(4)?.as_str().map_err(rusqlite::Error::from)?;
+        let source_id = match &last_source {
+            Some((text, id)) if text == source_text => *id,
+            _ => {
+                let id = get_uuid(r, 4)?;
+                last_source = Some((source_text.to_string(), id));
+                id
+            }
+        };
+        out.push(LogRow {
+            id: r.get(0)?,
+            agent_id,
+            created_at: from_micros(r.get(1)?),
+            output: r.get(2)?,
+            level: r.get(3)?,
+            source_id,
+        });
+    }
+    Ok(out)
 }
 
 /// Deletes the logs of agents that stopped being live (a later build, a stop

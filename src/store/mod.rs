@@ -125,6 +125,12 @@ impl Store {
                     | OpenFlags::SQLITE_OPEN_URI,
             )
             .with_init(move |c| {
+                // Keep query plans: without this SQLite re-plans every statement
+                // that binds a LIMIT, on every run (several µs per query).
+                c.set_db_config(
+                    rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+                    true,
+                )?;
                 // busy_timeout first, so every later pragma already waits for locks.
                 c.execute_batch(&format!(
                     "PRAGMA busy_timeout = {busy_ms};
