@@ -8,7 +8,7 @@ use crate::ingest::LogWriter;
 use crate::rate_limit::RateLimiter;
 use crate::relay::{self, Hub};
 use crate::store::Store;
-use crate::view_cache::ViewCache;
+use crate::view_cache::{KeyCache, ViewCache};
 
 #[derive(Clone)]
 pub struct App {
@@ -24,6 +24,8 @@ pub struct App {
     pub logs: LogWriter,
     /// Rendered `GET /workspaceagents/{id}` bodies.
     pub agent_views: Arc<ViewCache>,
+    /// API keys read recently (valid while the database is unchanged).
+    pub api_keys: Arc<KeyCache>,
 }
 
 impl App {
@@ -45,6 +47,7 @@ impl App {
             hub,
             logs,
             agent_views: Arc::new(ViewCache::default()),
+            api_keys: Arc::new(KeyCache::default()),
         })
     }
 

@@ -101,3 +101,35 @@ mod tests {
         assert!(cache.entries().len() <= MAX_ENTRIES);
     }
 }
+
+/// API keys with their users, by key id, kept while nothing was committed
+/// since they were read (revoking, expiring or deleting is a commit, so a
+/// hit is exactly what the database says). `None` remembers an unknown id.
+#[derive(Default)]
+pub struct KeyCache {
+    entries: Mutex<HashMap<String, (i64, Option<KeyAndUser>)>>,
+}
+
+pub type KeyAndUser = (crate::store::users::ApiKeyRow, crate::store::users::UserRow);
+
+impl KeyCache {
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i64, Option<KeyAndUser>)>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn get(&self, id: &str, version: i64) -> Option<Option<KeyAndUser>> {
+        let entries = self.entries();
+        let (v, found) = entries.get(id)?;
+        (*v == version).then(|| found.clone())
+    }
+
+    pub fn put(&self, id: &str, version: i64, found: Option<KeyAndUser>) {
+        let mut entries = self.entries();
+        if entries.len() >= MAX_ENTRIES && !entries.contains_key(id) {
+            entries.clear();
+        }
+        entries.insert(id.to_string(), (version, found));
+    }
+}

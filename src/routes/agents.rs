@@ -11,7 +11,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::filters::{session_token, with_app};
-use super::session::{parse_uuid_param, readable_agent, user_for_key};
+use super::session::{parse_uuid_param, readable_agent, user_for_key_cached};
 use crate::agent_status;
 use crate::app::App;
 use crate::error::{ApiError, json_bytes, respond};
@@ -46,9 +46,7 @@ async fn get_agent(app: App, token: Option<String>, raw_id: String) -> Result<Re
     if let Ok(id) = parse_uuid_param(&raw_id)
         && let Some(view) = app.agent_views.get(id, version, now)
     {
-        let user = app
-            .store
-            .read_inline(|c| user_for_key(c, token.as_deref(), now))??;
+        let user = user_for_key_cached(&app, token.as_deref(), version, now)??;
         if user.role != "admin" && user.id != view.owner_id {
             return Err(ApiError::not_found(
                 "Agent doesn't exist with that id, or you do not have access to it.",

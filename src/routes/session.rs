@@ -25,32 +25,70 @@ pub fn user_for_key(
     token: Option<&str>,
     now: OffsetDateTime,
 ) -> store::Result<Result<UserRow, ApiError>> {
+    let (id, secret) = match split(token) {
+        Ok(parts) => parts,
+        Err(e) => return Ok(Err(e)),
+    };
+    let found = store::users::api_key_with_user(conn, id)?;
+    Ok(check_key(found.as_ref(), secret, now))
+}
+
+/// [`user_for_key`] answered from `cache` when nothing was committed since
+/// the key was read (`version`), else from the database (and remembered).
+pub fn user_for_key_cached(
+    app: &crate::app::App,
+    token: Option<&str>,
+    version: i64,
+    now: OffsetDateTime,
+) -> store::Result<Result<UserRow, ApiError>> {
+    let (id, secret) = match split(token) {
+        Ok(parts) => parts,
+        Err(e) => return Ok(Err(e)),
+    };
+    let found = match app.api_keys.get(id, version) {
+        Some(hit) => hit,
+        None => {
+            let found = app
+                .store
+                .read_inline(|c| store::users::api_key_with_user(c, id))?;
+            app.api_keys.put(id, version, found.clone());
+            found
+        }
+    };
+    Ok(check_key(found.as_ref(), secret, now))
+}
+
+fn split(token: Option<&str>) -> Result<(&str, &str), ApiError> {
     let Some(token) = token else {
-        return Ok(Err(no_credentials(None)));
+        return Err(no_credentials(None));
     };
-    let Some((id, secret)) = auth::split_api_key(token) else {
-        return Ok(Err(no_credentials(Some(
-            "The API key is not in the <id>-<secret> format.",
-        ))));
-    };
-    let Some((key, user)) = store::users::api_key_with_user(conn, id)? else {
-        return Ok(Err(no_credentials(Some(
+    auth::split_api_key(token)
+        .ok_or_else(|| no_credentials(Some("The API key is not in the <id>-<secret> format.")))
+}
+
+fn check_key(
+    found: Option<&(store::users::ApiKeyRow, UserRow)>,
+    secret: &str,
+    now: OffsetDateTime,
+) -> Result<UserRow, ApiError> {
+    let Some((key, user)) = found else {
+        return Err(no_credentials(Some(
             "The API key is not known to this server.",
-        ))));
+        )));
     };
     if !auth::digests_equal(&key.hashed_secret, &auth::sha256(secret.as_bytes())) {
-        return Ok(Err(no_credentials(Some("The API key secret is invalid."))));
+        return Err(no_credentials(Some("The API key secret is invalid.")));
     }
     if key.revoked_at.is_some() {
-        return Ok(Err(no_credentials(Some("The API key has been revoked."))));
+        return Err(no_credentials(Some("The API key has been revoked.")));
     }
     if key.expires_at <= now {
-        return Ok(Err(no_credentials(Some(&format!(
+        return Err(no_credentials(Some(&format!(
             "The API key expired at {}; create a new one with `appliance token create`.",
             crate::sdk::rfc3339::format(&key.expires_at)
-        )))));
+        ))));
     }
-    Ok(Ok(user))
+    Ok(user.clone())
 }
 
 /// Parses a `{workspaceagent}`-style path parameter as Coder does (on the
