@@ -128,44 +128,56 @@ async fn sign_in(
     let audience = app.config.identity.gcp.audience.clone();
     let agent_name = proof.agent_name.clone();
     // Signature checks take up to a millisecond or two: keep them off the executor.
-    let verified = tokio::task::spawn_blocking(move || match cloud {
-        Cloud::Aws => identity::verify_aws(&proof.document, &proof.signature, &trust.aws),
-        Cloud::Azure => identity::verify_azure(&proof.signature, &trust.azure, now),
-        Cloud::Google => {
-            identity::verify_gcp(&proof.json_web_token, &trust.gcp, audience.as_deref(), now)
-        }
-    })
-    .await
-    .map_err(|e| ApiError::internal("An internal server error occurred.", &e))?;
-    let instance_id = verified.map_err(|e| refused_proof(cloud, &e))?;
-
     let minted = auth::new_agent_token();
     let hash = minted.hash;
-    let iid = instance_id.clone();
-    let chosen = app
-        .store
-        .write_async(move |tx| {
-            let candidates = store::agents::instance_candidates(tx, &iid)?;
-            let chosen = match agent_select::select(&iid, agent_name.as_deref(), candidates) {
-                Ok(c) => c,
-                Err(refusal) => return Ok(Err(refusal)),
+    let store = app.store.clone();
+    let span = tracing::Span::current();
+    // One trip to the blocking pool: the signature check (up to a millisecond
+    // or two for Azure) and the transaction that picks the agent and stores
+    // the token's digest.
+    let outcome = tokio::task::spawn_blocking(move || {
+        span.in_scope(|| {
+            let verified = match cloud {
+                Cloud::Aws => identity::verify_aws(&proof.document, &proof.signature, &trust.aws),
+                Cloud::Azure => identity::verify_azure(&proof.signature, &trust.azure, now),
+                Cloud::Google => identity::verify_gcp(
+                    &proof.json_web_token,
+                    &trust.gcp,
+                    audience.as_deref(),
+                    now,
+                ),
             };
-            store::agents::insert_agent_token(
-                tx,
-                chosen.agent_id,
-                &hash,
-                now,
-                auth::MAX_LIVE_AGENT_TOKENS,
-            )?;
-            Ok(Ok(chosen))
+            let iid = match verified {
+                Ok(iid) => iid,
+                Err(e) => return Ok(Err(e)),
+            };
+            let chosen = store.write(|tx| {
+                let candidates = store::agents::instance_candidates(tx, &iid)?;
+                let chosen = match agent_select::select(&iid, agent_name.as_deref(), candidates) {
+                    Ok(c) => c,
+                    Err(refusal) => return Ok(Err(refusal)),
+                };
+                store::agents::insert_agent_token(
+                    tx,
+                    chosen.agent_id,
+                    &hash,
+                    now,
+                    auth::MAX_LIVE_AGENT_TOKENS,
+                )?;
+                Ok(Ok(chosen))
+            })?;
+            Ok::<_, store::StoreError>(Ok((iid, chosen)))
         })
-        .await
-        .map_err(|e| match e {
-            store::StoreError::NotFound => {
-                ApiError::internal("Internal error fetching workspace agent.", &e)
-            }
-            other => ApiError::from(other),
-        })?;
+    })
+    .await
+    .map_err(|e| ApiError::internal("An internal server error occurred.", &e))?
+    .map_err(|e| match e {
+        store::StoreError::NotFound => {
+            ApiError::internal("Internal error fetching workspace agent.", &e)
+        }
+        other => ApiError::from(other),
+    })?;
+    let (instance_id, chosen) = outcome.map_err(|e| refused_proof(cloud, &e))?;
     match chosen {
         Ok(c) => {
             tracing::info!(cloud = cloud.as_str(), instance_id, agent_id = %c.agent_id, agent = c.name, "instance-identity sign-in");
