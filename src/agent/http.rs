@@ -223,7 +223,7 @@ impl Client {
     }
 }
 
-fn load_roots(path: &Path) -> anyhow::Result<RootCerts> {
+pub(super) fn load_roots(path: &Path) -> anyhow::Result<RootCerts> {
     let pem = std::fs::read(path).with_context(|| {
         format!(
             "reading the CA file {} (--ca-file / SSL_CERT_FILE)",
@@ -291,7 +291,7 @@ fn classify(context: &str, e: ureq::Error) -> Failure {
 
 /// `Retry-After: <seconds>`, else the appliance's own 429 detail
 /// (`Try again in N seconds.`).
-fn retry_after(headers: &HeaderMap, detail: Option<&str>) -> Option<Duration> {
+pub(super) fn retry_after(headers: &HeaderMap, detail: Option<&str>) -> Option<Duration> {
     let from_header = headers
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
@@ -303,7 +303,7 @@ fn retry_after(headers: &HeaderMap, detail: Option<&str>) -> Option<Duration> {
     from_header.or_else(from_detail).map(Duration::from_secs)
 }
 
-fn status_text(status: StatusCode) -> String {
+pub(super) fn status_text(status: StatusCode) -> String {
     match status.canonical_reason() {
         Some(reason) => format!("{} {reason}", status.as_u16()),
         None => status.as_u16().to_string(),

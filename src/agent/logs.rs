@@ -38,10 +38,11 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use ureq::http::{HeaderMap, StatusCode};
-use ureq::tls::{PemItem, RootCerts, TlsConfig};
+use ureq::http::StatusCode;
+use ureq::tls::TlsConfig;
 use uuid::Uuid;
 
+use super::http::{load_roots, retry_after, status_text};
 use super::{Backoff, MIN_LAST_WAIT, fmt_duration, parse_duration, server_base};
 
 /// A batch goes out at the latest this long after its first line was read.
@@ -839,29 +840,6 @@ impl Server {
     }
 }
 
-fn load_roots(path: &Path) -> anyhow::Result<RootCerts> {
-    let pem = std::fs::read(path).with_context(|| {
-        format!(
-            "reading the CA file {} (--ca-file / SSL_CERT_FILE)",
-            path.display()
-        )
-    })?;
-    let mut certs = Vec::new();
-    for item in ureq::tls::parse_pem(&pem) {
-        let item = item.with_context(|| format!("{} is not valid PEM", path.display()))?;
-        if let PemItem::Certificate(c) = item {
-            certs.push(c);
-        }
-    }
-    if certs.is_empty() {
-        bail!(
-            "{} holds no PEM certificate (--ca-file / SSL_CERT_FILE)",
-            path.display()
-        );
-    }
-    Ok(RootCerts::new_with_certs(&certs))
-}
-
 /// Network trouble is transient; a bad URL, proxy or certificate is not.
 fn classify(context: &str, e: ureq::Error) -> Failure {
     use ureq::Error as E;
@@ -881,27 +859,6 @@ fn classify(context: &str, e: ureq::Error) -> Failure {
             reason: format!("{context}: {e}"),
             retry_after: None,
         },
-    }
-}
-
-/// `Retry-After: <seconds>`, else the appliance's own 429 detail
-/// (`Try again in N seconds.`).
-fn retry_after(headers: &HeaderMap, detail: Option<&str>) -> Option<Duration> {
-    let from_header = headers
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let from_detail = || {
-        let rest = detail?.strip_prefix("Try again in ")?;
-        rest.split_whitespace().next()?.parse::<u64>().ok()
-    };
-    from_header.or_else(from_detail).map(Duration::from_secs)
-}
-
-fn status_text(status: StatusCode) -> String {
-    match status.canonical_reason() {
-        Some(reason) => format!("{} {reason}", status.as_u16()),
-        None => status.as_u16().to_string(),
     }
 }
 
