@@ -9,8 +9,8 @@ use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::filters::{null_as_default, read_json, refuse_unread, session_token, with_app};
-use super::session::agent_for_token;
+use super::filters::{null_as_default, read_json, session_token, with_app};
+use super::session::agent_before_body;
 use crate::app::App;
 use crate::error::{ApiError, json_response, respond};
 use crate::{sdk, store};
@@ -46,13 +46,7 @@ async fn post_log_source(
     token: Option<String>,
     body: impl futures_util::Stream<Item = Result<impl bytes::Buf, warp::Error>>,
 ) -> Result<Response, ApiError> {
-    let agent = match app
-        .store
-        .read_inline(|c| agent_for_token(c, token.as_deref()))?
-    {
-        Ok(a) => a,
-        Err(e) => return Err(refuse_unread(e)),
-    };
+    let agent = agent_before_body(&app, token.as_deref())?;
     let req: PostLogSource = read_json(body).await?;
     let display_name: String = req
         .display_name

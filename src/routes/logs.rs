@@ -18,10 +18,8 @@ use warp::filters::ws::{Message, WebSocket, Ws};
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::filters::{
-    null_as_default, query_pairs, read_body, refuse_unread, session_token, with_app,
-};
-use super::session::{agent_for_token, readable_agent};
+use super::filters::{null_as_default, query_pairs, read_body, session_token, with_app};
+use super::session::{agent_before_body, readable_agent};
 use crate::app::App;
 use crate::error::{ApiError, MAX_BODY_BYTES, json_bytes, json_response, respond};
 use crate::ingest::{self, Outcome};
@@ -100,13 +98,7 @@ async fn patch_logs(
     token: Option<String>,
     body: impl futures_util::Stream<Item = Result<impl bytes::Buf, warp::Error>>,
 ) -> Result<Response, ApiError> {
-    let agent = match app
-        .store
-        .read_inline(|c| agent_for_token(c, token.as_deref()))?
-    {
-        Ok(a) => a,
-        Err(e) => return Err(refuse_unread(e)),
-    };
+    let agent = agent_before_body(&app, token.as_deref())?;
     // Invalid UTF-8 inside log lines becomes ❌ instead of failing the batch.
     let text = ingest::lossy_utf8(&read_body(body).await?);
     let req: PatchLogs = super::filters::decode_json(text.as_bytes())?;

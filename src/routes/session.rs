@@ -125,6 +125,17 @@ pub fn readable_agent(
     })
 }
 
+/// [`agent_for_token`] for a route whose body is still unread: a refusal
+/// closes the connection (see `filters::refuse_unread`).
+pub fn agent_before_body(
+    app: &crate::app::App,
+    token: Option<&str>,
+) -> Result<store::agents::AgentRow, ApiError> {
+    app.store
+        .read_inline(|c| agent_for_token(c, token))?
+        .map_err(super::filters::refuse_unread)
+}
+
 /// Resolves the agent an agent token belongs to (`/me/*` routes), with
 /// Coder's messages. Only live agents (of their workspace's latest build)
 /// authenticate. Runs on a store connection.

@@ -48,17 +48,14 @@ pub fn ensure_external_source(
     agent_id: Uuid,
     now: OffsetDateTime,
 ) -> Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO workspace_agent_log_sources (workspace_agent_id, id, created_at, display_name, icon)
-         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (workspace_agent_id, id) DO NOTHING",
-    )?
-    .execute(params![
-        agent_id.to_string(),
-        EXTERNAL_SOURCE_ID.to_string(),
-        to_micros(now),
+    super::agents::insert_log_source(
+        conn,
+        agent_id,
+        EXTERNAL_SOURCE_ID,
         EXTERNAL_SOURCE_NAME,
-        EXTERNAL_SOURCE_ICON
-    ])?;
+        EXTERNAL_SOURCE_ICON,
+        now,
+    )?;
     Ok(())
 }
 

@@ -362,17 +362,14 @@ fn insert_agent(
     for script in &agent.scripts {
         // Each script logs under a source of its own, named after it (as upstream).
         let source_id = Uuid::new_v4();
-        conn.prepare_cached(
-            "INSERT INTO workspace_agent_log_sources (workspace_agent_id, id, created_at, display_name, icon)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?
-        .execute(params![
-            id.to_string(),
-            source_id.to_string(),
-            to_micros(now),
-            script.display_name,
-            script.icon
-        ])?;
+        super::agents::insert_log_source(
+            conn,
+            id,
+            source_id,
+            &script.display_name,
+            &script.icon,
+            now,
+        )?;
         conn.prepare_cached(
             "INSERT INTO workspace_agent_scripts (
                  id, agent_id, log_source_id, display_name, log_path, script, cron, run_on_start,
