@@ -7,6 +7,7 @@ use crate::identity::Trust;
 use crate::ingest::LogWriter;
 use crate::rate_limit::RateLimiter;
 use crate::relay::{self, Hub};
+use crate::sign_in::SignInWriter;
 use crate::store::Store;
 use crate::view_cache::{KeyCache, ViewCache};
 
@@ -22,6 +23,8 @@ pub struct App {
     pub hub: Hub,
     /// The one writer of agent logs.
     pub logs: LogWriter,
+    /// The one writer of instance-identity sign-ins (agent choice + token).
+    pub sign_ins: SignInWriter,
     /// Rendered `GET /workspaceagents/{id}` bodies.
     pub agent_views: Arc<ViewCache>,
     /// API keys read recently (valid while the database is unchanged).
@@ -29,8 +32,8 @@ pub struct App {
 }
 
 impl App {
-    /// Builds the app and starts its background threads: the log writer and
-    /// the watcher that notices other processes' commits.
+    /// Builds the app and starts its background threads: the log and sign-in
+    /// writers and the watcher that notices other processes' commits.
     pub fn start(store: Store, config: Config, trust: Trust) -> anyhow::Result<App> {
         let hub = Hub::default();
         let logs = LogWriter::start(
@@ -38,6 +41,7 @@ impl App {
             hub.clone(),
             i64::from(config.logs.max_bytes_per_agent),
         )?;
+        let sign_ins = SignInWriter::start(store.clone())?;
         relay::watch_database(&store, hub.clone())?;
         Ok(App {
             identity_limiter: Arc::new(RateLimiter::new(config.identity.rate_limit_per_minute)),
@@ -46,6 +50,7 @@ impl App {
             store,
             hub,
             logs,
+            sign_ins,
             agent_views: Arc::new(ViewCache::default()),
             api_keys: Arc::new(KeyCache::default()),
         })

@@ -767,7 +767,7 @@ fn identity_command(config: &Config, cmd: IdentityCommand, out: &Printer) -> any
 pub const FIRST_ADMIN: &str = "admin";
 
 fn serve(config: Config) -> anyhow::Result<()> {
-    telemetry::init(
+    let _log_output = telemetry::init(
         &config.log.filter,
         config.log.format == config::LogFormat::Json,
     );

@@ -8,12 +8,10 @@
 //! A request is answered only after the transaction holding its batch has
 //! committed: an acknowledged batch is in the database file.
 
-use std::time::Duration;
-
-use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::relay::Hub;
+use crate::store::group::GroupWriter;
 use crate::store::logs::{self, Inserted, NewLine};
 use crate::store::{self, Store, StoreError};
 
@@ -85,29 +83,45 @@ struct Job {
     /// `None`: the agent's default `External` source.
     source_id: Option<Uuid>,
     lines: Vec<NewLine>,
-    reply: oneshot::Sender<Result<Outcome, String>>,
 }
 
 /// The handle requests submit batches through.
 #[derive(Clone)]
 pub struct LogWriter {
-    jobs: mpsc::Sender<Job>,
+    writer: GroupWriter<Job, Result<Outcome, String>>,
 }
-
-/// At most this many batches share one transaction.
-const MAX_GROUP: usize = 256;
-/// Batches waiting beyond this make submitters wait: backpressure instead of
-/// an unbounded queue.
-const QUEUE: usize = 1024;
 
 impl LogWriter {
     /// Starts the writer thread. `max_bytes` is the per-agent cap.
     pub fn start(store: Store, hub: Hub, max_bytes: i64) -> std::io::Result<LogWriter> {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        std::thread::Builder::new()
-            .name("log-writer".into())
-            .spawn(move || writer_loop(store, hub, max_bytes, rx))?;
-        Ok(LogWriter { jobs: tx })
+        let step = move |tx: &store::Transaction<'_>, job: &Job, now| {
+            let source = match job.source_id {
+                Some(s) => s,
+                None => {
+                    logs::ensure_external_source(tx, job.agent_id, now)?;
+                    logs::EXTERNAL_SOURCE_ID
+                }
+            };
+            Ok(
+                match logs::insert_batch(tx, job.agent_id, source, &job.lines, now, max_bytes) {
+                    Ok(Inserted::Stored { first, last }) => Ok(Outcome::Stored { first, last }),
+                    Ok(Inserted::OverCap { was_overflowed }) => {
+                        Ok(Outcome::OverCap { was_overflowed })
+                    }
+                    // The agent vanished between authentication and now.
+                    Err(StoreError::NotFound) => Err("the agent no longer exists".to_string()),
+                    Err(e) => return Err(e),
+                },
+            )
+        };
+        let after_commit = move |job: &Job, outcome: &Result<Outcome, String>| {
+            if let Ok(Outcome::Stored { last, .. }) = outcome {
+                hub.publish_logs(job.agent_id, *last);
+            }
+        };
+        Ok(LogWriter {
+            writer: GroupWriter::start("log-writer", store, step, after_commit)?,
+        })
     }
 
     /// Stores a batch; resolves once it is committed (or refused).
@@ -117,80 +131,14 @@ impl LogWriter {
         source_id: Option<Uuid>,
         lines: Vec<NewLine>,
     ) -> Result<Outcome, String> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job {
+        self.writer
+            .submit(Job {
                 agent_id,
                 source_id,
                 lines,
-                reply,
             })
             .await
-            .map_err(|_| "the log writer has stopped".to_string())?;
-        answer
-            .await
-            .map_err(|_| "the log writer has stopped".to_string())?
-    }
-}
-
-fn writer_loop(store: Store, hub: Hub, max_bytes: i64, mut rx: mpsc::Receiver<Job>) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
-            }
-        }
-        let now = store::now();
-        let result = store.write(|tx| {
-            let mut outcomes = Vec::with_capacity(group.len());
-            for job in &group {
-                let source = match job.source_id {
-                    Some(s) => s,
-                    None => {
-                        logs::ensure_external_source(tx, job.agent_id, now)?;
-                        logs::EXTERNAL_SOURCE_ID
-                    }
-                };
-                let outcome = match logs::insert_batch(
-                    tx,
-                    job.agent_id,
-                    source,
-                    &job.lines,
-                    now,
-                    max_bytes,
-                ) {
-                    Ok(Inserted::Stored { first, last }) => Ok(Outcome::Stored { first, last }),
-                    Ok(Inserted::OverCap { was_overflowed }) => {
-                        Ok(Outcome::OverCap { was_overflowed })
-                    }
-                    // The agent vanished between authentication and now.
-                    Err(StoreError::NotFound) => Err("the agent no longer exists".to_string()),
-                    Err(e) => return Err(e),
-                };
-                outcomes.push(outcome);
-            }
-            Ok(outcomes)
-        });
-        match result {
-            Ok(outcomes) => {
-                for (job, outcome) in group.into_iter().zip(outcomes) {
-                    if let Ok(Outcome::Stored { last, .. }) = outcome {
-                        hub.publish_logs(job.agent_id, last);
-                    }
-                    let _ = job.reply.send(outcome);
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, batches = group.len(), "storing logs failed");
-                for job in group {
-                    let _ = job.reply.send(Err(format!("storing logs failed: {e}")));
-                }
-                // Do not spin on a persistent failure (disk full, I/O error).
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
+            .map_err(|e| format!("storing logs failed: {e}"))?
     }
 }
 

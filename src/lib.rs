@@ -19,7 +19,8 @@
 //! - `ingest`: cleans log lines and commits batches through one group-committing writer.
 //! - `relay`: wakes log followers on new lines and on commits by other processes.
 //! - `retention`: purges logs of replaced agents after `logs.retention`.
-//! - `agent_select`: which agent an instance-identity sign-in is for.
+//! - `agent_select`: which agent an instance-identity sign-in is for; `sign_in`
+//!   stores the chosen agent's new token, many sign-ins per commit.
 //! - `agent`: the workspace side (`appliance agent auth`, `appliance agent logs`):
 //!   instance-identity sign-in from the cloud metadata service, shipping script output as logs.
 //! - `rate_limit`: per-address budget for unauthenticated sign-ins.
@@ -46,6 +47,7 @@ pub mod retention;
 pub mod routes;
 pub mod sdk;
 pub mod server;
+pub mod sign_in;
 pub mod store;
 pub mod telemetry;
 pub mod trust_files;

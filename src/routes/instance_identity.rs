@@ -4,7 +4,7 @@
 //! `agentsdk.AuthenticateResponse`).
 //!
 //! No credential: the body is the proof. Each request is rate limited per
-//! client address, verified off the async executor, and mapped to one agent
+//! client address, verified, and mapped to one agent
 //! with `agent_select`; success mints a fresh agent token.
 
 use std::net::SocketAddr;
@@ -20,11 +20,11 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::filters::{null_as_default, read_json, refuse_unread, with_app};
-use crate::agent_select::{self, Refusal};
+use crate::agent_select::Refusal;
 use crate::app::App;
 use crate::error::{ApiError, json_response, respond};
 use crate::identity::{self, Cloud, IdentityError};
-use crate::{auth, store};
+use crate::{auth, sign_in, store};
 
 pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
     let route = |name: &'static str, cloud: Cloud| {
@@ -111,7 +111,7 @@ async fn sign_in(
             .detail(format!("Try again in {} seconds.", retry.as_secs().max(1))),
         ));
     }
-    let proof: Proof = read_json(body).await?;
+    let mut proof: Proof = read_json(body).await?;
     match cloud {
         Cloud::Aws => require(&[
             ("signature", &proof.signature),
@@ -125,59 +125,43 @@ async fn sign_in(
     }
     let now = OffsetDateTime::now_utc();
     let trust = app.trust();
-    let audience = app.config.identity.gcp.audience.clone();
-    let agent_name = proof.agent_name.clone();
-    // Signature checks take up to a millisecond or two: keep them off the executor.
-    let minted = auth::new_agent_token();
-    let hash = minted.hash;
-    let store = app.store.clone();
-    let span = tracing::Span::current();
-    // One trip to the blocking pool: the signature check (up to a millisecond
-    // or two for Azure) and the transaction that picks the agent and stores
-    // the token's digest.
-    let outcome = tokio::task::spawn_blocking(move || {
-        span.in_scope(|| {
-            let verified = match cloud {
-                Cloud::Aws => identity::verify_aws(&proof.document, &proof.signature, &trust.aws),
-                Cloud::Azure => identity::verify_azure(&proof.signature, &trust.azure, now),
-                Cloud::Google => identity::verify_gcp(
-                    &proof.json_web_token,
-                    &trust.gcp,
-                    audience.as_deref(),
-                    now,
-                ),
-            };
-            let iid = match verified {
-                Ok(iid) => iid,
-                Err(e) => return Ok(Err(e)),
-            };
-            let chosen = store.write(|tx| {
-                let candidates = store::agents::instance_candidates(tx, &iid)?;
-                let chosen = match agent_select::select(&iid, agent_name.as_deref(), candidates) {
-                    Ok(c) => c,
-                    Err(refusal) => return Ok(Err(refusal)),
-                };
-                store::agents::insert_agent_token(
-                    tx,
-                    chosen.agent_id,
-                    &hash,
-                    now,
-                    auth::MAX_LIVE_AGENT_TOKENS,
-                )?;
-                Ok(Ok(chosen))
-            })?;
-            Ok::<_, store::StoreError>(Ok((iid, chosen)))
-        })
-    })
-    .await
-    .map_err(|e| ApiError::internal("An internal server error occurred.", &e))?
-    .map_err(|e| match e {
-        store::StoreError::NotFound => {
-            ApiError::internal("Internal error fetching workspace agent.", &e)
+    // AWS and GCP are one RSA verification each (tens of microseconds): cheaper
+    // inline than a trip to the blocking pool. Azure validates a certificate
+    // chain (a millisecond or two): off the executor.
+    let verified = match cloud {
+        Cloud::Aws => identity::verify_aws(&proof.document, &proof.signature, &trust.aws),
+        Cloud::Google => identity::verify_gcp(
+            &proof.json_web_token,
+            &trust.gcp,
+            app.config.identity.gcp.audience.as_deref(),
+            now,
+        ),
+        Cloud::Azure => {
+            let span = tracing::Span::current();
+            let signature = std::mem::take(&mut proof.signature);
+            tokio::task::spawn_blocking(move || {
+                span.in_scope(|| identity::verify_azure(&signature, &trust.azure, now))
+            })
+            .await
+            .map_err(|e| ApiError::internal("An internal server error occurred.", &e))?
         }
-        other => ApiError::from(other),
-    })?;
-    let (instance_id, chosen) = outcome.map_err(|e| refused_proof(cloud, &e))?;
+    };
+    let instance_id = verified.map_err(|e| refused_proof(cloud, &e))?;
+    let minted = auth::new_agent_token();
+    let chosen = app
+        .sign_ins
+        .submit(sign_in::Job {
+            instance_id: instance_id.clone(),
+            agent_name: proof.agent_name.take(),
+            token_hash: minted.hash,
+        })
+        .await
+        .map_err(|e| match e {
+            store::StoreError::NotFound => {
+                ApiError::internal("Internal error fetching workspace agent.", &e)
+            }
+            other => ApiError::from(other),
+        })?;
     match chosen {
         Ok(c) => {
             tracing::info!(cloud = cloud.as_str(), instance_id, agent_id = %c.agent_id, agent = c.name, "instance-identity sign-in");

@@ -66,16 +66,16 @@ pub fn route_template(path: &str) -> String {
 
 /// One line per request, inside the request span (which carries the method
 /// and route template): status and latency. Never the query string (it may
-/// carry a session token).
+/// carry a session token). As Coder's request logger: `debug` below 500 (the
+/// events that matter, such as sign-ins, log at `info` themselves; a busy
+/// server does not spend its time writing access lines), `error` for 5xx.
 fn log_request(info: warp::log::Info<'_>) {
     let status = info.status().as_u16();
     let latency_us = info.elapsed().as_micros() as u64;
-    if info.path() == "/healthz" {
-        tracing::debug!(status, latency_us, "served");
-    } else if status >= 500 {
+    if status >= 500 {
         tracing::error!(status, latency_us, "served");
     } else {
-        tracing::info!(status, latency_us, "served");
+        tracing::debug!(status, latency_us, "served");
     }
 }
 

@@ -1,6 +1,6 @@
 //! Who may read an agent: session tokens, where they are looked for, and access.
 
-use crate::harness::{Auth, TestServer, agent_id};
+use crate::harness::{Auth, Options, TestServer, agent_id};
 
 const NO_CREDENTIALS: &str = "API key or external proxy authentication required, but none provided";
 const NOT_FOUND: &str = "Agent doesn't exist with that id, or you do not have access to it.";
@@ -252,7 +252,15 @@ fn the_first_token_found_wins_in_coders_order() {
 
 #[test]
 fn tokens_in_the_query_string_are_not_logged() {
-    let (server, token, path) = setup();
+    // At `debug`, every request gets a line (at `info` only 5xx do).
+    let server = TestServer::start_with(Options {
+        env: vec![("APPLIANCE_LOG__FILTER".into(), "debug".into())],
+        ..Options::default()
+    });
+    server.create_user("alice", "member");
+    let token = server.token("alice");
+    let applied = server.apply(MANIFEST);
+    let path = format!("/api/v2/workspaceagents/{}", agent_id(&applied, "main"));
     server.get_with(&path, Auth::Query(&token)).ok_json();
     server.get_with(&path, Auth::AccessToken(&token)).ok_json();
     let secret = token.split_once('-').expect("id-secret").1;
