@@ -14,9 +14,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 use warp::Filter;
 use warp::filters::BoxedFilter;
-use warp::filters::ws::{Message, WebSocket, Ws};
-use warp::http::StatusCode;
+use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
+use yawc::close::CloseCode;
+use yawc::frame::{Frame, OpCode};
 
 use super::filters::{null_as_default, query_pairs, read_body, session_token, with_app};
 use super::session::{agent_before_body, readable_agent};
@@ -24,6 +25,9 @@ use crate::app::App;
 use crate::error::{ApiError, MAX_BODY_BYTES, json_bytes, json_response, respond};
 use crate::ingest::{self, Outcome};
 use crate::store::{self, logs::LogRow};
+
+/// The follow socket: yawc's WebSocket on the connection hyper hands over.
+type Socket = yawc::WebSocket<yawc::HttpStream>;
 
 /// Lines per follow frame after the first (the first holds the whole backlog).
 const FOLLOW_FRAME_LINES: usize = 1000;
@@ -54,15 +58,17 @@ pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
             .and(warp::get())
             .and(session_token())
             .and(query_pairs())
-            .and(warp::ws().map(Some).or(warp::any().map(|| None)).unify())
+            .and(warp::header::headers_cloned())
+            .and(warp::ext::optional::<hyper::upgrade::OnUpgrade>())
             .and(with_app(app))
             .then(
                 |id: String,
                  token: Option<String>,
                  query: Vec<(String, String)>,
-                 ws: Option<Ws>,
+                 headers: HeaderMap,
+                 upgrade: Option<hyper::upgrade::OnUpgrade>,
                  app: App| async move {
-                    respond(get_logs(app, token, id, query, ws).await)
+                    respond(get_logs(app, token, id, query, (headers, upgrade)).await)
                 },
             )
             .boxed()
@@ -150,6 +156,8 @@ struct LogsQuery {
     after: i64,
     before: Option<i64>,
     follow: bool,
+    /// `no_compression`: no permessage-deflate on the follow socket.
+    no_compression: bool,
     text: bool,
 }
 
@@ -191,7 +199,7 @@ fn id_param(query: &[(String, String)], name: &str) -> Result<Option<i64>, ApiEr
 
 fn parse_query(query: &[(String, String)]) -> Result<LogsQuery, ApiError> {
     let follow = flag(query, "follow")?;
-    flag(query, "no_compression")?;
+    let no_compression = flag(query, "no_compression")?;
     let text = match query
         .iter()
         .rev()
@@ -215,6 +223,7 @@ fn parse_query(query: &[(String, String)]) -> Result<LogsQuery, ApiError> {
         after: id_param(query, "after")?.unwrap_or(0),
         before: id_param(query, "before")?,
         follow,
+        no_compression,
         text,
     })
 }
@@ -260,7 +269,7 @@ async fn get_logs(
     token: Option<String>,
     raw_id: String,
     query: Vec<(String, String)>,
-    ws: Option<Ws>,
+    (headers, upgrade): (HeaderMap, Option<hyper::upgrade::OnUpgrade>),
 ) -> Result<Response, ApiError> {
     let now = OffsetDateTime::now_utc();
     let agent = app
@@ -268,15 +277,7 @@ async fn get_logs(
         .read_inline(|c| readable_agent(c, token.as_deref(), &raw_id, now))??;
     let q = parse_query(&query)?;
     if q.follow {
-        let ws = ws.ok_or_else(|| {
-            ApiError::bad_request("Failed to accept websocket.")
-                .detail("follow=true needs a WebSocket upgrade request.")
-        })?;
-        let app2 = app.clone();
-        let reply = ws
-            .max_message_size(MAX_BODY_BYTES as usize)
-            .on_upgrade(move |socket| follow(app2, agent.id, q.after, socket));
-        return Ok(warp::Reply::into_response(reply));
+        return accept_follower(app, agent.id, &q, headers, upgrade);
     }
     let (agent_id, agent_name) = (agent.id, agent.name.clone());
     let (rows, sources) = app
@@ -323,6 +324,58 @@ async fn get_logs(
     Ok(resp)
 }
 
+/// Answers a follow request's WebSocket handshake (101, with permessage-deflate
+/// when the client offers it, unless `no_compression`) and starts the
+/// follower on the upgraded connection.
+fn accept_follower(
+    app: App,
+    agent_id: Uuid,
+    q: &LogsQuery,
+    headers: HeaderMap,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Result<Response, ApiError> {
+    let not_websocket =
+        |detail: String| ApiError::bad_request("Failed to accept websocket.").detail(detail);
+    let asks_upgrade = headers
+        .get(warp::http::header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let upgrade = match upgrade {
+        Some(u) if asks_upgrade => u,
+        _ => {
+            return Err(not_websocket(
+                "follow=true needs a WebSocket upgrade request.".into(),
+            ));
+        }
+    };
+    let mut request = warp::http::Request::new(());
+    *request.headers_mut() = headers;
+    request.extensions_mut().insert(upgrade);
+    let options = yawc::Options::default()
+        .with_max_payload_read(MAX_BODY_BYTES as usize)
+        .with_no_delay();
+    let options = if q.no_compression {
+        options.without_compression()
+    } else {
+        // Log lines compress well; favour speed (level 1), as a server
+        // streaming to many followers should.
+        options.with_low_latency_compression()
+    };
+    let (handshake, upgraded) = yawc::WebSocket::upgrade_with_options(&mut request, options)
+        .map_err(|e| not_websocket(e.to_string()))?;
+    let after = q.after;
+    tokio::spawn(async move {
+        match upgraded.await {
+            Ok(socket) => follow(app, agent_id, after, socket).await,
+            Err(e) => tracing::debug!(%agent_id, error = %e, "follow upgrade failed"),
+        }
+    });
+    let (parts, _) = handshake.into_parts();
+    let mut resp = Response::new(Vec::<u8>::new().into());
+    *resp.status_mut() = parts.status;
+    *resp.headers_mut() = parts.headers;
+    Ok(resp)
+}
+
 /// Aborts a task when dropped: the follower's reader dies with the follower.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -334,11 +387,11 @@ impl Drop for AbortOnDrop {
 
 /// Sends `rows` as one JSON-array text frame, giving up after [`SEND_TIMEOUT`].
 async fn send_rows(
-    socket: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    socket: &mut futures_util::stream::SplitSink<Socket, Frame>,
     rows: &[LogRow],
 ) -> Result<(), &'static str> {
-    let text = String::from_utf8(encode_logs(rows)).map_err(|_| "encoding failed")?;
-    match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::text(text))).await {
+    let text = encode_logs(rows);
+    match tokio::time::timeout(SEND_TIMEOUT, socket.send(Frame::text(text))).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err("client went away"),
         Err(_) => Err("client too slow: a frame waited more than 10s"),
@@ -354,7 +407,7 @@ async fn send_rows(
 /// query and the subscription is neither lost nor sent twice. Nothing is
 /// buffered here: a slow client just reads later lines from the database
 /// later, and one that stalls is closed.
-async fn follow(app: App, agent_id: Uuid, after: i64, socket: WebSocket) {
+async fn follow(app: App, agent_id: Uuid, after: i64, socket: Socket) {
     let mut new_logs = app.hub.subscribe_logs(agent_id);
     let mut database = app.hub.subscribe_database();
     let (mut tx, mut rx) = socket.split();
@@ -363,8 +416,8 @@ async fn follow(app: App, agent_id: Uuid, after: i64, socket: WebSocket) {
     // when the client closes or goes away.
     let (gone_tx, mut client_gone) = tokio::sync::oneshot::channel::<()>();
     let reader = tokio::spawn(async move {
-        while let Some(Ok(m)) = rx.next().await {
-            if m.is_close() {
+        while let Some(frame) = rx.next().await {
+            if frame.opcode() == OpCode::Close {
                 break;
             }
         }
@@ -380,7 +433,7 @@ async fn follow(app: App, agent_id: Uuid, after: i64, socket: WebSocket) {
             store.read_inline(move |c| store::logs::range(c, agent_id, from, None, limit))
         }
     };
-    let close = |code: u16, reason: &'static str| Message::close_with(code, reason);
+    let close = |code: u16, reason: &'static str| Frame::close(CloseCode::from(code), reason);
 
     match fetch(last, usize::MAX).await {
         Ok(rows) => {
@@ -409,7 +462,7 @@ async fn follow(app: App, agent_id: Uuid, after: i64, socket: WebSocket) {
             _ = database.changed() => (true, true),
             _ = recheck.tick() => (true, true),
             _ = ping.tick() => {
-                if tokio::time::timeout(SEND_TIMEOUT, tx.send(Message::ping(Vec::new()))).await.map_or(true, |r| r.is_err()) {
+                if tokio::time::timeout(SEND_TIMEOUT, tx.send(Frame::ping(bytes::Bytes::new()))).await.map_or(true, |r| r.is_err()) {
                     return;
                 }
                 continue;
@@ -484,6 +537,7 @@ mod tests {
                 after: 0,
                 before: None,
                 follow: false,
+                no_compression: false,
                 text: false
             }
         );
@@ -494,6 +548,11 @@ mod tests {
             (true, 7, Some(9))
         );
         assert!(!parse_query(&q(&[("follow", "false")])).expect("ok").follow);
+        assert!(
+            parse_query(&q(&[("follow", ""), ("no_compression", "true")]))
+                .expect("ok")
+                .no_compression
+        );
         assert!(parse_query(&q(&[("format", "text")])).expect("ok").text);
     }
 

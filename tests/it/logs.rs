@@ -1023,6 +1023,158 @@ fn follow_sends_the_backlog_then_new_lines_to_the_owner_and_an_admin() {
     all.close();
 }
 
+/// A follow socket opened by hand over TCP, so the test sees the handshake
+/// headers and each frame's RSV1 bit and decompresses with flate2 itself:
+/// an independent check of the server's permessage-deflate (RFC 7692).
+struct RawFollower {
+    stream: std::net::TcpStream,
+    head: String,
+    inflate: flate2::Decompress,
+}
+
+/// One server frame: (opcode, RSV1 set, payload as sent).
+type RawFrame = (u8, bool, Vec<u8>);
+
+impl RawFollower {
+    fn open(fx: &Fixture, query: &str, extensions: &str) -> RawFollower {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(fx.server.addr).expect("connect");
+        stream
+            .set_read_timeout(Some(FRAME_WAIT))
+            .expect("read timeout");
+        let request = format!(
+            "GET /api/v2/workspaceagents/{}/logs?follow{query} HTTP/1.1\r\nHost: {}\r\n\
+             Upgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Extensions: {extensions}\r\nCoder-Session-Token: {}\r\n\r\n",
+            fx.agent, fx.server.addr, fx.key
+        );
+        stream
+            .write_all(request.as_bytes())
+            .expect("send handshake");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).expect("handshake answer");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head)
+            .expect("ASCII head")
+            .to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 101"), "{head}");
+        RawFollower {
+            stream,
+            head,
+            inflate: flate2::Decompress::new(false),
+        }
+    }
+
+    fn frame(&mut self) -> RawFrame {
+        use std::io::Read;
+        let mut h = [0u8; 2];
+        self.stream.read_exact(&mut h).expect("frame header");
+        assert_eq!(h[1] & 0x80, 0, "server frames are not masked");
+        assert_ne!(h[0] & 0x80, 0, "one frame per message (FIN)");
+        let len = match h[1] & 0x7f {
+            126 => {
+                let mut b = [0u8; 2];
+                self.stream.read_exact(&mut b).expect("length");
+                u64::from(u16::from_be_bytes(b))
+            }
+            127 => {
+                let mut b = [0u8; 8];
+                self.stream.read_exact(&mut b).expect("length");
+                u64::from_be_bytes(b)
+            }
+            n => u64::from(n),
+        };
+        let mut payload = vec![0u8; len as usize];
+        self.stream.read_exact(&mut payload).expect("payload");
+        (h[0] & 0x0f, h[0] & 0x40 != 0, payload)
+    }
+
+    /// The JSON rows of the next text frame, inflated if it is compressed
+    /// (the deflate context carries over between messages).
+    fn rows(&mut self) -> (bool, usize, Vec<Value>) {
+        let (opcode, compressed, payload) = self.frame();
+        assert_eq!(opcode, 1, "a text frame");
+        let sent = payload.len();
+        let text = if compressed {
+            let mut input = payload;
+            input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+            let mut out = Vec::with_capacity(input.len() * 20 + 1024);
+            let start = self.inflate.total_in();
+            loop {
+                let consumed = (self.inflate.total_in() - start) as usize;
+                out.reserve(64 * 1024);
+                self.inflate
+                    .decompress_vec(&input[consumed..], &mut out, flate2::FlushDecompress::Sync)
+                    .expect("valid deflate data");
+                if (self.inflate.total_in() - start) as usize == input.len() {
+                    break;
+                }
+            }
+            out
+        } else {
+            payload
+        };
+        (
+            compressed,
+            sent,
+            serde_json::from_slice(&text).expect("a JSON array"),
+        )
+    }
+}
+
+#[test]
+fn follow_frames_are_deflated_when_offered_unless_no_compression() {
+    let fx = Fixture::new();
+    let lines: Vec<String> = (0..300)
+        .map(|i| format!("step {i}: compiling crate number {i} of the workspace"))
+        .collect();
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    fx.store(&refs);
+    let all = fx.logs("");
+
+    let mut f = RawFollower::open(&fx, "", "permessage-deflate; client_max_window_bits");
+    assert!(
+        f.head
+            .contains("sec-websocket-extensions: permessage-deflate"),
+        "{}",
+        f.head
+    );
+    let (compressed, sent, rows) = f.rows();
+    assert!(compressed, "the backlog frame has RSV1 set");
+    assert!(rows == all, "{} rows, expected {}", rows.len(), all.len());
+    let plain = serde_json::to_vec(&all).expect("json").len();
+    assert!(
+        sent * 4 < plain,
+        "{sent} bytes sent for {plain} bytes of JSON"
+    );
+    // Later frames use the same compression context.
+    fx.store(&["after the backlog"]);
+    let (compressed, _, rows) = f.rows();
+    assert!(compressed);
+    assert_eq!(outputs(&rows), ["after the backlog"]);
+
+    // no_compression: the offer is declined and frames are plain text.
+    let all = fx.logs("");
+    let plain = serde_json::to_vec(&all).expect("json").len();
+    let mut f = RawFollower::open(&fx, "&no_compression=true", "permessage-deflate");
+    assert!(!f.head.contains("sec-websocket-extensions"), "{}", f.head);
+    let (compressed, sent, rows) = f.rows();
+    assert!(!compressed);
+    assert!(rows == all, "{} rows, expected {}", rows.len(), all.len());
+    assert!(sent >= plain);
+
+    // A client that offers nothing gets plain frames too.
+    let mut f = RawFollower::open(&fx, "", "x-unknown-extension");
+    assert!(!f.head.contains("sec-websocket-extensions"), "{}", f.head);
+    let (compressed, _, rows) = f.rows();
+    assert!(!compressed);
+    assert!(rows == all, "{} rows, expected {}", rows.len(), all.len());
+}
+
 /// Reads `f` until a frame holds a line with output `sentinel`; returns every
 /// frame, the first being the backlog.
 fn read_until(mut f: Follower, sentinel: &str) -> Vec<Vec<Value>> {
