@@ -24,6 +24,7 @@
 //! - `agent`: the workspace side (`appliance agent auth`, `appliance agent logs`):
 //!   instance-identity sign-in from the cloud metadata service, shipping script output as logs.
 //! - `rate_limit`: per-address budget for unauthenticated sign-ins.
+//! - `sanitize`: cleans free text agents report (app-status messages).
 //! - `view_cache`: rendered agent responses, reused while provably current.
 //! - `telemetry`: logging.
 //!
@@ -45,6 +46,7 @@ pub mod rate_limit;
 pub mod relay;
 pub mod retention;
 pub mod routes;
+pub mod sanitize;
 pub mod sdk;
 pub mod server;
 pub mod sign_in;

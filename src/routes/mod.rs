@@ -6,6 +6,7 @@
 //! handlers as plain async functions returning `Result<_, ApiError>`.
 
 mod agents;
+mod app_status;
 mod filters;
 mod health;
 mod instance_identity;
@@ -26,6 +27,8 @@ pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
         .or(instance_identity::routes(app))
         .unify()
         .or(log_sources::routes(app))
+        .unify()
+        .or(app_status::routes(app))
         .unify()
         .or(logs::routes(app))
         .unify()

@@ -7,6 +7,7 @@ mod harness;
 mod agent_auth;
 mod agent_logs;
 mod agents;
+mod app_status;
 mod auth;
 mod cli;
 mod errors;
