@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 use crate::app::App;
 use crate::config::{self, Config};
 use crate::store::{self, Store, StoreError};
-use crate::{auth, manifest, server, telemetry, trust_files};
+use crate::{auth, gitsshkey, manifest, server, telemetry, trust_files};
 
 const ABOUT: &str =
     "Self-hosted control plane for Coder workspace agents: one binary, one SQLite file.";
@@ -135,6 +135,15 @@ pub enum UserCommand {
     },
     /// List users.
     List,
+    /// Print the user's git SSH public key (served to their workspaces by
+    /// `GET /api/v2/workspaceagents/me/gitsshkey`), for adding to Gitea,
+    /// GitLab or GitHub. Creates the key pair if the user has none.
+    Gitsshkey {
+        name: String,
+        /// Replace the key pair with a new one (algorithm: `ssh_keygen_algorithm`).
+        #[arg(long)]
+        regenerate: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -245,7 +254,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::User(cmd) => user(&open_store(&loaded.config, true)?, cmd, &out),
+        Command::User(cmd) => user(
+            &open_store(&loaded.config, true)?,
+            loaded.config.ssh_keygen_algorithm,
+            cmd,
+            &out,
+        ),
         Command::Token(cmd) => token(&open_store(&loaded.config, true)?, cmd, &out),
         Command::Workspace(cmd) => workspace(&open_store(&loaded.config, true)?, cmd, &out),
         Command::Identity(cmd) => identity_command(&loaded.config, cmd, &out),
@@ -378,7 +392,12 @@ fn user_json(u: &store::users::UserRow) -> serde_json::Value {
     json!({"id": u.id, "username": u.username, "email": u.email, "role": u.role})
 }
 
-fn user(store: &Store, cmd: UserCommand, out: &Printer) -> anyhow::Result<()> {
+fn user(
+    store: &Store,
+    algorithm: gitsshkey::Algorithm,
+    cmd: UserCommand,
+    out: &Printer,
+) -> anyhow::Result<()> {
     match cmd {
         UserCommand::Create { name, email, role } => {
             if !valid_username(&name) {
@@ -390,8 +409,20 @@ fn user(store: &Store, cmd: UserCommand, out: &Printer) -> anyhow::Result<()> {
                 bail!("\"{email}\" is not an email address: use name@domain, or leave --email out");
             }
             let now = OffsetDateTime::now_utc();
+            let key = gitsshkey::generate(algorithm).map_err(anyhow::Error::msg)?;
             let user = store
-                .write(|tx| store::users::insert_user(tx, &name, &email, role.as_str(), now))
+                .write(|tx| {
+                    let user = store::users::insert_user(tx, &name, &email, role.as_str(), now)?;
+                    store::users::put_gitsshkey(
+                        tx,
+                        user.id,
+                        &key.private_key,
+                        &key.public_key,
+                        now,
+                        false,
+                    )?;
+                    Ok(user)
+                })
                 .map_err(|e| match e {
                     StoreError::Conflict(m) => anyhow::anyhow!("{m}: pick another name"),
                     other => other.into(),
@@ -402,6 +433,31 @@ fn user(store: &Store, cmd: UserCommand, out: &Printer) -> anyhow::Result<()> {
                     user.role, user.username, user.id, user.username
                 )
             });
+        }
+        UserCommand::Gitsshkey { name, regenerate } => {
+            let user = find_user(store, &name)?;
+            let existing = store.read(|c| store::users::gitsshkey(c, user.id))?;
+            let key = match existing {
+                Some(k) if !regenerate => k,
+                _ => {
+                    let pair = gitsshkey::generate(algorithm).map_err(anyhow::Error::msg)?;
+                    let now = OffsetDateTime::now_utc();
+                    store.write(|tx| {
+                        store::users::put_gitsshkey(
+                            tx,
+                            user.id,
+                            &pair.private_key,
+                            &pair.public_key,
+                            now,
+                            true,
+                        )
+                    })?
+                }
+            };
+            out.emit(
+                &json!({"username": user.username, "public_key": key.public_key, "updated_at": crate::sdk::rfc3339::format(&key.updated_at)}),
+                || key.public_key.trim_end().to_string(),
+            );
         }
         UserCommand::List => {
             let users = store.read(store::users::list_users)?;
@@ -834,6 +890,14 @@ fn prepare_database(config: &Config) -> anyhow::Result<(Store, i64)> {
         }
         store::users::insert_user(tx, FIRST_ADMIN, "", "admin", now).map(Some)
     })?;
+    if let Some(admin) = &created_admin {
+        // Generated after the fact (RSA takes a while): the admin's workspaces
+        // would otherwise get one on first use anyway.
+        let key = gitsshkey::generate(config.ssh_keygen_algorithm).map_err(anyhow::Error::msg)?;
+        store.write(|tx| {
+            store::users::put_gitsshkey(tx, admin.id, &key.private_key, &key.public_key, now, false)
+        })?;
+    }
     if let Some(admin) = created_admin {
         tracing::info!(
             user = %admin.username,

@@ -71,6 +71,8 @@ pub struct Config {
     pub agent: AgentConfig,
     pub identity: IdentityConfig,
     pub logs: LogsConfig,
+    /// Algorithm of new users' git SSH keys.
+    pub ssh_keygen_algorithm: crate::gitsshkey::Algorithm,
 }
 
 /// Agent logs.
@@ -184,6 +186,7 @@ pub struct RawConfig {
     pub db: Option<PathBuf>,
     pub listen: Option<String>,
     pub access_url: Option<String>,
+    pub ssh_keygen_algorithm: Option<String>,
     #[serde(default)]
     pub log: RawLog,
     #[serde(default)]
@@ -807,6 +810,9 @@ fn resolve(layered: &Layered) -> Result<(Config, Vec<Entry>), ConfigError> {
         })?,
         retention: r.get("logs.retention", "7d", |v| parse_duration_at_least(v, 0))?,
     };
+    let ssh_keygen_algorithm = r.get("ssh_keygen_algorithm", "ed25519", |v| {
+        expect_str(v, "\"ed25519\", \"ecdsa\" or \"rsa4096\"")?.parse()
+    })?;
     let config = Config {
         db,
         listen,
@@ -816,6 +822,7 @@ fn resolve(layered: &Layered) -> Result<(Config, Vec<Entry>), ConfigError> {
         agent,
         identity,
         logs,
+        ssh_keygen_algorithm,
     };
     Ok((config, r.entries))
 }
@@ -933,6 +940,11 @@ impl<T: Render> Render for Option<T> {
     }
 }
 impl Render for LogFormat {
+    fn render(&self) -> serde_json::Value {
+        self.as_str().into()
+    }
+}
+impl Render for crate::gitsshkey::Algorithm {
     fn render(&self) -> serde_json::Value {
         self.as_str().into()
     }

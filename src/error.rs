@@ -66,6 +66,14 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, message)
     }
 
+    /// Coder's `httpapi.Forbidden`: e.g. an agent whose `api_key_scope` is
+    /// `no_user_data` asking for its owner's secrets.
+    pub fn forbidden() -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "Forbidden.").detail(
+            "You don't have permission to view this content. If you believe this is a mistake, please contact your administrator or try signing in with different credentials.",
+        )
+    }
+
     /// A server-side failure: the cause goes to the log, the client gets
     /// `message` and nothing that could leak internals.
     pub fn internal(message: impl Into<String>, cause: &dyn std::fmt::Display) -> ApiError {

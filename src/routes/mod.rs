@@ -8,6 +8,7 @@
 mod agents;
 mod app_status;
 mod filters;
+mod gitsshkey;
 mod health;
 mod instance_identity;
 mod log_sources;
@@ -29,6 +30,8 @@ pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
         .or(log_sources::routes(app))
         .unify()
         .or(app_status::routes(app))
+        .unify()
+        .or(gitsshkey::routes(app))
         .unify()
         .or(logs::routes(app))
         .unify()

@@ -12,8 +12,13 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::{Result, StoreError};
 
 /// Every migration, in order. Shipped migrations never change; add a new file.
-pub const MIGRATIONS: &[(&str, &str)] =
-    &[("0001_initial", include_str!("migrations/0001_initial.sql"))];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_initial", include_str!("migrations/0001_initial.sql")),
+    (
+        "0002_gitsshkeys",
+        include_str!("migrations/0002_gitsshkeys.sql"),
+    ),
+];
 
 /// The schema version this binary writes.
 pub fn latest() -> i64 {

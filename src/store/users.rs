@@ -152,3 +152,69 @@ pub fn api_key_with_user(conn: &Connection, id: &str) -> Result<Option<(ApiKeyRo
         }),
     )
 }
+
+/// A user's git SSH key pair.
+#[derive(Clone, PartialEq)]
+pub struct GitSshKeyRow {
+    pub user_id: Uuid,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+    pub private_key: String,
+    pub public_key: String,
+}
+
+impl std::fmt::Debug for GitSshKeyRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitSshKeyRow")
+            .field("user_id", &self.user_id)
+            .field("public_key", &self.public_key)
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn gitsshkey(conn: &Connection, user_id: Uuid) -> Result<Option<GitSshKeyRow>> {
+    optional(
+        conn.prepare_cached(
+            "SELECT user_id, created_at, updated_at, private_key, public_key
+             FROM gitsshkeys WHERE user_id = ?1",
+        )?
+        .query_row([user_id.to_string()], |r| {
+            Ok(GitSshKeyRow {
+                user_id: get_uuid(r, 0)?,
+                created_at: from_micros(r.get(1)?),
+                updated_at: from_micros(r.get(2)?),
+                private_key: r.get(3)?,
+                public_key: r.get(4)?,
+            })
+        }),
+    )
+}
+
+/// Stores a user's key pair. With `replace` an existing pair is overwritten;
+/// without, an existing pair wins (two first uses racing keep one key).
+/// Returns the pair now stored.
+pub fn put_gitsshkey(
+    conn: &Connection,
+    user_id: Uuid,
+    private_key: &str,
+    public_key: &str,
+    now: OffsetDateTime,
+    replace: bool,
+) -> Result<GitSshKeyRow> {
+    let sql = if replace {
+        "INSERT INTO gitsshkeys (user_id, created_at, updated_at, private_key, public_key)
+         VALUES (?1, ?2, ?2, ?3, ?4)
+         ON CONFLICT (user_id) DO UPDATE SET updated_at = excluded.updated_at,
+             private_key = excluded.private_key, public_key = excluded.public_key"
+    } else {
+        "INSERT INTO gitsshkeys (user_id, created_at, updated_at, private_key, public_key)
+         VALUES (?1, ?2, ?2, ?3, ?4) ON CONFLICT (user_id) DO NOTHING"
+    };
+    conn.prepare_cached(sql)?.execute(params![
+        user_id.to_string(),
+        to_micros(now),
+        private_key,
+        public_key
+    ])?;
+    gitsshkey(conn, user_id)?.ok_or(StoreError::NotFound)
+}
