@@ -185,6 +185,11 @@ pub enum WorkspaceCommand {
     Apply {
         /// Manifest file (TOML, or JSON with a .json extension).
         file: PathBuf,
+        /// Create a prebuilt workspace: owned by the prebuilds system user
+        /// (the manifest's `owner` may be left out) until `workspace claim`
+        /// gives it to a user; its agents wait on `GET /me/reinit`.
+        #[arg(long)]
+        prebuild: bool,
     },
     /// List live workspaces.
     List,
@@ -194,6 +199,19 @@ pub enum WorkspaceCommand {
     Stop(WorkspaceRef),
     /// Delete the workspace and all its agents.
     Delete(WorkspaceRef),
+    /// Give a prebuilt workspace to a user: records the claim build, which
+    /// keeps the running agents, and wakes agents waiting on `/me/reinit`.
+    Claim {
+        /// Name of the prebuilt workspace.
+        name: String,
+        /// The user who gets it.
+        #[arg(long)]
+        owner: String,
+        /// Record the claim build as failed instead (the waiting agents get
+        /// 409 "Claim build failed permanently.").
+        #[arg(long)]
+        fail: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -544,26 +562,37 @@ fn resolve_workspace(
 fn workspace(store: &Store, cmd: WorkspaceCommand, out: &Printer) -> anyhow::Result<()> {
     let now = OffsetDateTime::now_utc();
     match cmd {
-        WorkspaceCommand::Apply { file } => {
+        WorkspaceCommand::Apply { file, prebuild } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading the manifest {}", file.display()))?;
-            let ws = manifest::parse(&file.display().to_string(), &text)
+            let ws = manifest::parse_with(&file.display().to_string(), &text, prebuild)
                 .map_err(|e| anyhow::anyhow!("invalid manifest:\n{e}"))?;
             let file_name = file.display().to_string();
-            let owner = store
-                .read(|c| store::users::user_by_name(c, &ws.owner))?
-                .ok_or_else(|| {
-                    let e = manifest::problem_at(
-                        &file_name,
-                        &text,
-                        "owner",
-                        format!(
-                            "unknown user \"{}\": create it with `appliance user create {}`",
-                            ws.owner, ws.owner
-                        ),
-                    );
-                    anyhow::anyhow!("cannot apply the manifest:\n{e}")
-                })?;
+            if prebuild && !ws.owner.is_empty() && ws.owner != "prebuilds" {
+                bail!(
+                    "{file_name}: a prebuilt workspace belongs to the prebuilds user until it is claimed: remove `owner = \"{}\"` from the manifest, then `appliance workspace claim {} --owner {}` gives it to them",
+                    ws.owner,
+                    ws.name,
+                    ws.owner
+                );
+            }
+            let owner = if prebuild {
+                Some(store.read(|c| store::users::user_by_id(c, store::users::PREBUILDS_USER_ID))?)
+            } else {
+                store.read(|c| store::users::user_by_name(c, &ws.owner))?
+            };
+            let owner = owner.ok_or_else(|| {
+                let e = manifest::problem_at(
+                    &file_name,
+                    &text,
+                    "owner",
+                    format!(
+                        "unknown user \"{}\": create it with `appliance user create {}`",
+                        ws.owner, ws.owner
+                    ),
+                );
+                anyhow::anyhow!("cannot apply the manifest:\n{e}")
+            })?;
             // Tokens are minted in the same transaction that records the agents.
             let (applied, tokens) = store.write(|tx| {
                 let applied = store::workspaces::apply(tx, &ws, owner.id, owner.id, now)?;
@@ -689,6 +718,35 @@ fn workspace(store: &Store, cmd: WorkspaceCommand, out: &Printer) -> anyhow::Res
                         ));
                     }
                     s
+                },
+            );
+        }
+        WorkspaceCommand::Claim { name, owner, fail } => {
+            let user = find_user(store, &owner)?;
+            let prebuilds = store::users::PREBUILDS_USER_ID;
+            let w = store
+                .read(|c| store::workspaces::live_workspace(c, prebuilds, &name))?
+                .with_context(|| {
+                    format!(
+                        "no prebuilt workspace named \"{name}\" is waiting to be claimed (see `appliance workspace list`; create one with `appliance workspace apply FILE --prebuild`)"
+                    )
+                })?;
+            let error = fail.then_some(
+                "The claim build failed (recorded with `appliance workspace claim --fail`).",
+            );
+            let b = store
+                .write(|tx| store::workspaces::claim(tx, w.id, prebuilds, user.id, error, now))
+                .map_err(|e| match e {
+                    StoreError::Conflict(m) => anyhow::anyhow!("{m}"),
+                    other => other.into(),
+                })?;
+            out.emit(
+                &json!({"workspace": {"id": w.id, "name": w.name, "owner": user.username}, "build": {"id": b.id, "number": b.number, "status": b.job_status}}),
+                || {
+                    format!(
+                        "workspace {} claimed by {} (build #{}, {})",
+                        w.name, user.username, b.number, b.job_status
+                    )
                 },
             );
         }

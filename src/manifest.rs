@@ -314,6 +314,17 @@ enum Syntax {
 /// Parses and validates a manifest. `file` is only used in messages and to pick
 /// the syntax (`*.json` is JSON, anything else TOML).
 pub fn parse(file: &str, text: &str) -> Result<Workspace, ManifestError> {
+    parse_with(file, text, false)
+}
+
+/// [`parse`]; with `owner_optional` a missing `owner` is not a problem (a
+/// prebuilt workspace belongs to the prebuilds user until it is claimed) and
+/// comes back empty.
+pub fn parse_with(
+    file: &str,
+    text: &str,
+    owner_optional: bool,
+) -> Result<Workspace, ManifestError> {
     let syntax = if file.ends_with(".json") || text.trim_start().starts_with('{') {
         Syntax::Json
     } else {
@@ -340,7 +351,10 @@ pub fn parse(file: &str, text: &str) -> Result<Workspace, ManifestError> {
             }])
         })?,
     };
-    let mut v = Validator::default();
+    let mut v = Validator {
+        owner_optional,
+        ..Validator::default()
+    };
     let ws = v.workspace(raw);
     if v.problems.is_empty() {
         Ok(ws)
@@ -421,6 +435,7 @@ fn locate_in(root: &toml::Spanned<toml::de::DeTable<'_>>, text: &str, path: &str
 #[derive(Default)]
 struct Validator {
     problems: Vec<Problem>,
+    owner_optional: bool,
 }
 
 /// Coder's name rule for workspaces: letters, digits and single hyphens, ≤ 32.
@@ -518,7 +533,11 @@ impl Validator {
                 format!("\"{name}\" is not a valid workspace name: use letters, digits and single hyphens, at most 32 characters"),
             );
         }
-        let owner = self.required("owner", raw.owner);
+        let owner = if self.owner_optional {
+            raw.owner.unwrap_or_default()
+        } else {
+            self.required("owner", raw.owner)
+        };
         let mut seen_resources = BTreeSet::new();
         let mut agent_names = BTreeMap::<String, String>::new();
         let mut resources = Vec::new();

@@ -13,6 +13,7 @@ mod health;
 mod instance_identity;
 mod log_sources;
 mod logs;
+mod reinit;
 mod session;
 
 use warp::Filter;
@@ -32,6 +33,8 @@ pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
         .or(app_status::routes(app))
         .unify()
         .or(gitsshkey::routes(app))
+        .unify()
+        .or(reinit::routes(app))
         .unify()
         .or(logs::routes(app))
         .unify()

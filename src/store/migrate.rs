@@ -18,6 +18,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0002_gitsshkeys",
         include_str!("migrations/0002_gitsshkeys.sql"),
     ),
+    (
+        "0003_prebuilds",
+        include_str!("migrations/0003_prebuilds.sql"),
+    ),
 ];
 
 /// The schema version this binary writes.

@@ -64,10 +64,15 @@ pub fn user_by_id(conn: &Connection, id: Uuid) -> Result<UserRow> {
         .query_row([id.to_string()], user_row))
 }
 
+/// Coder's prebuilds system user: owns prebuilt workspaces until a user
+/// claims one (created by migration 0003; never signs in, never listed).
+pub const PREBUILDS_USER_ID: Uuid = Uuid::from_u128(0xc42fdf75_3097_471c_8c33_fb52454d81c0);
+
+/// A user that people and the CLI can name (system users are not).
 pub fn user_by_name(conn: &Connection, username: &str) -> Result<Option<UserRow>> {
     optional(
         conn.prepare_cached(&format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE username = ?1"
+            "SELECT {USER_COLUMNS} FROM users WHERE username = ?1 AND is_system = 0"
         ))?
         .query_row([username], user_row),
     )
@@ -75,14 +80,18 @@ pub fn user_by_name(conn: &Connection, username: &str) -> Result<Option<UserRow>
 
 pub fn list_users(conn: &Connection) -> Result<Vec<UserRow>> {
     let mut stmt = conn.prepare(&format!(
-        "SELECT {USER_COLUMNS} FROM users ORDER BY username"
+        "SELECT {USER_COLUMNS} FROM users WHERE is_system = 0 ORDER BY username"
     ))?;
     let rows = stmt.query_map([], user_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 pub fn count_users(conn: &Connection) -> Result<i64> {
-    Ok(conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?)
+    Ok(
+        conn.query_row("SELECT count(*) FROM users WHERE is_system = 0", [], |r| {
+            r.get(0)
+        })?,
+    )
 }
 
 /// An API key as stored (the secret only as its hash).

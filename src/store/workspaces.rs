@@ -30,6 +30,11 @@ pub struct BuildRow {
     pub transition: String,
     pub initiator_id: Uuid,
     pub created_at: OffsetDateTime,
+    /// `running`, `succeeded` or `failed`.
+    pub job_status: String,
+    pub job_error: Option<String>,
+    /// The build that gave a prebuilt workspace to its user.
+    pub prebuild_claim: bool,
 }
 
 /// An agent recorded by a build.
@@ -72,8 +77,8 @@ fn workspace_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WorkspaceRow> {
     })
 }
 
-const BUILD_COLUMNS: &str =
-    "b.id, b.workspace_id, b.build_number, b.transition, b.initiator_id, b.created_at";
+const BUILD_COLUMNS: &str = "b.id, b.workspace_id, b.build_number, b.transition, b.initiator_id,
+    b.created_at, b.job_status, b.job_error, b.prebuild_claim";
 
 fn build_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRow> {
     Ok(BuildRow {
@@ -83,6 +88,9 @@ fn build_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRow> {
         transition: r.get(3)?,
         initiator_id: get_uuid(r, 4)?,
         created_at: from_micros(r.get(5)?),
+        job_status: r.get(6)?,
+        job_error: r.get(7)?,
+        prebuild_claim: r.get(8)?,
     })
 }
 
@@ -119,6 +127,90 @@ pub fn latest_build(conn: &Connection, workspace_id: Uuid) -> Result<Option<Buil
         ))?
         .query_row([workspace_id.to_string()], build_row),
     )
+}
+
+/// Build #1 of the workspace.
+pub fn first_build(conn: &Connection, workspace_id: Uuid) -> Result<Option<BuildRow>> {
+    optional(
+        conn.prepare_cached(&format!(
+            "SELECT {BUILD_COLUMNS} FROM workspace_builds b
+             WHERE b.workspace_id = ?1 ORDER BY b.build_number ASC LIMIT 1"
+        ))?
+        .query_row([workspace_id.to_string()], build_row),
+    )
+}
+
+/// What `GET /me/reinit` decides on: the workspace's current owner, its
+/// first build and its latest build.
+pub fn claim_state(conn: &Connection, workspace_id: Uuid) -> Result<(Uuid, BuildRow, BuildRow)> {
+    let owner = conn
+        .prepare_cached("SELECT owner_id FROM workspaces WHERE id = ?1")?
+        .query_row([workspace_id.to_string()], |r| get_uuid(r, 0));
+    let owner = optional(owner)?.ok_or(StoreError::NotFound)?;
+    let first = first_build(conn, workspace_id)?.ok_or(StoreError::NotFound)?;
+    let latest = latest_build(conn, workspace_id)?.ok_or(StoreError::NotFound)?;
+    Ok((owner, first, latest))
+}
+
+/// Gives a prebuilt workspace (owned by `prebuilds_user`) to `owner_id`: the
+/// owner changes and a claim build is recorded, `failed` with `error` when
+/// given. The claim build takes over the running build's resources, so the
+/// agents keep their ids and tokens (as upstream's claim reuses the running
+/// agents' tokens) and learn of the claim from `GET /me/reinit`.
+pub fn claim(
+    conn: &Connection,
+    workspace_id: Uuid,
+    prebuilds_user: Uuid,
+    owner_id: Uuid,
+    error: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<BuildRow> {
+    let ws = workspace_by_id(conn, workspace_id)?;
+    if ws.owner_id != prebuilds_user || ws.deleted {
+        return Err(StoreError::Conflict(format!(
+            "workspace \"{}\" is not a prebuilt workspace waiting to be claimed",
+            ws.name
+        )));
+    }
+    if live_workspace(conn, owner_id, &ws.name)?.is_some() {
+        return Err(StoreError::Conflict(format!(
+            "the new owner already has a workspace named \"{}\"",
+            ws.name
+        )));
+    }
+    let previous = latest_build(conn, workspace_id)?.ok_or(StoreError::NotFound)?;
+    conn.execute(
+        "UPDATE workspaces SET owner_id = ?2, updated_at = ?3 WHERE id = ?1",
+        params![
+            workspace_id.to_string(),
+            owner_id.to_string(),
+            to_micros(now)
+        ],
+    )?;
+    let id = Uuid::new_v4();
+    conn.execute(
+        "INSERT INTO workspace_builds (id, workspace_id, build_number, transition, initiator_id,
+             created_at, job_status, job_error, prebuild_claim)
+         VALUES (?1, ?2, ?3, 'start', ?4, ?5, ?6, ?7, 1)",
+        params![
+            id.to_string(),
+            workspace_id.to_string(),
+            previous.number + 1,
+            owner_id.to_string(),
+            to_micros(now),
+            if error.is_some() {
+                "failed"
+            } else {
+                "succeeded"
+            },
+            error
+        ],
+    )?;
+    conn.execute(
+        "UPDATE workspace_resources SET build_id = ?2 WHERE build_id = ?1",
+        params![previous.id.to_string(), id.to_string()],
+    )?;
+    latest_build(conn, workspace_id)?.ok_or(StoreError::NotFound)
 }
 
 /// Live workspaces with their latest build and live agent count.
@@ -191,6 +283,9 @@ fn record_build(
         transition: transition.to_string(),
         initiator_id,
         created_at: now,
+        job_status: "succeeded".into(),
+        job_error: None,
+        prebuild_claim: false,
     })
 }
 

@@ -18,4 +18,5 @@ mod lifecycle;
 mod logs;
 mod logs_support;
 mod manifest;
+mod reinit;
 mod workspaces;

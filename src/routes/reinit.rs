@@ -1,0 +1,255 @@
+//! `GET /api/v2/workspaceagents/me/reinit` (Coder: `workspaceAgentReinit`):
+//! an agent of a prebuilt workspace waits here to learn that a user claimed
+//! the workspace, as Server-Sent Events of `agentsdk.ReinitializationEvent`.
+//!
+//! A claim is recorded by `appliance workspace claim`, often in another
+//! process: waiters wake on every commit to the database (the relay's
+//! `data_version` watch, polled every 200 ms) and look at their workspace's
+//! latest build.
+
+use std::time::Duration;
+
+use futures_util::{StreamExt, stream};
+use serde::Serialize;
+use uuid::Uuid;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::filters::{query_pairs, session_token, with_app};
+use super::session::agent_before_body;
+use crate::app::App;
+use crate::error::{ApiError, respond};
+use crate::store;
+use crate::store::users::PREBUILDS_USER_ID;
+use crate::store::workspaces::BuildRow;
+
+/// Keep-alive events, as upstream.
+const PING_EVERY: Duration = Duration::from_secs(15);
+
+pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
+    warp::path!("api" / "v2" / "workspaceagents" / "me" / "reinit")
+        .and(warp::get())
+        .and(session_token())
+        .and(query_pairs())
+        .and(with_app(app))
+        .then(
+            |token: Option<String>, query: Vec<(String, String)>, app: App| async move {
+                respond(reinit(app, token, query).await)
+            },
+        )
+        .boxed()
+}
+
+/// `agentsdk.ReinitializationEvent`.
+#[derive(Debug, Clone, Serialize)]
+struct ReinitEvent {
+    workspace_id: Uuid,
+    reason: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner_id: Option<Uuid>,
+}
+
+/// Go's `strconv.ParseBool` truths; anything else (even unparsable) is false.
+fn go_parse_bool(v: &str) -> bool {
+    matches!(v, "1" | "t" | "T" | "TRUE" | "true" | "True")
+}
+
+fn not_prebuilt(detail: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "Workspace is not a prebuilt workspace waiting to be claimed.",
+    )
+    .detail(detail)
+}
+
+/// What the durable check (`wait=true`) concluded.
+enum Next {
+    /// Send the event now (the claim already completed).
+    Event(ReinitEvent),
+    /// Wait for a claim.
+    Stream,
+}
+
+/// Upstream's step 3, for a workspace no longer owned by the prebuilds user.
+fn durable_check(
+    workspace_id: Uuid,
+    owner: Uuid,
+    first: &BuildRow,
+    latest: &BuildRow,
+) -> Result<Next, ApiError> {
+    if first.initiator_id != PREBUILDS_USER_ID {
+        return Err(not_prebuilt(
+            "This endpoint is only for agents running in prebuilt workspaces.",
+        ));
+    }
+    if latest.prebuild_claim {
+        return match latest.job_status.as_str() {
+            "succeeded" => Ok(Next::Event(claimed(workspace_id, owner))),
+            "failed" => Err(
+                ApiError::new(StatusCode::CONFLICT, "Claim build failed permanently.")
+                    .detail(latest.job_error.clone().unwrap_or_default()),
+            ),
+            _ => Ok(Next::Stream),
+        };
+    }
+    if latest.initiator_id == PREBUILDS_USER_ID {
+        return Ok(Next::Stream);
+    }
+    Err(not_prebuilt(
+        "The prebuild claim for this workspace has already been handled by an earlier build.",
+    ))
+}
+
+fn claimed(workspace_id: Uuid, owner: Uuid) -> ReinitEvent {
+    ReinitEvent {
+        workspace_id,
+        reason: "prebuild_claimed",
+        owner_id: (!owner.is_nil()).then_some(owner),
+    }
+}
+
+/// One SSE event as upstream writes it: `event: <type>\n`, `data: <json>\n`
+/// when there is data, then a blank line. (warp writes `event:` and `data:`
+/// with no space after the colon; the leading spaces here make the bytes
+/// Coder's own reader expects.)
+fn sse_event(event: Option<&ReinitEvent>) -> warp::sse::Event {
+    match event {
+        Some(e) => warp::sse::Event::default()
+            .event(" data")
+            .data(format!(" {}", serde_json::to_string(e).unwrap_or_default())),
+        None => warp::sse::Event::default().event(" ping"),
+    }
+}
+
+async fn reinit(
+    app: App,
+    token: Option<String>,
+    query: Vec<(String, String)>,
+) -> Result<Response, ApiError> {
+    let agent = agent_before_body(&app, token.as_deref())?;
+    let workspace_id = agent.workspace_id;
+    let wait = query
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "wait")
+        .is_some_and(|(_, v)| go_parse_bool(v));
+    // Subscribe before reading the state: a claim committed in between still
+    // wakes this waiter.
+    let mut changes = app.hub.subscribe_database();
+    let state = |app: &App| {
+        app.store
+            .read_inline(|c| store::workspaces::claim_state(c, workspace_id))
+            .map_err(|e| {
+                ApiError::internal("An internal server error occurred.", &e)
+                    .detail("failed to determine workspace from agent token")
+            })
+    };
+    let (owner, first, latest) = state(&app)?;
+    let next = if wait && owner != PREBUILDS_USER_ID {
+        durable_check(workspace_id, owner, &first, &latest)?
+    } else {
+        Next::Stream
+    };
+    // Claims newer than this build wake the stream.
+    let baseline = latest.number;
+    // Nothing is written before the first event: headers go out with it.
+    let first_event = match next {
+        Next::Event(e) => Some(e),
+        Next::Stream => {
+            let mut ping = tokio::time::interval(PING_EVERY);
+            ping.tick().await;
+            loop {
+                tokio::select! {
+                    _ = ping.tick() => break None,
+                    changed = changes.changed() => {
+                        if changed.is_err() {
+                            break None;
+                        }
+                        let (owner, _, latest) = state(&app)?;
+                        if latest.number > baseline && latest.prebuild_claim && latest.job_status == "succeeded" {
+                            break Some(claimed(workspace_id, owner));
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let sent_claim = first_event.is_some();
+    let first = sse_event(first_event.as_ref());
+    // Then: the claim (if not sent yet) when it happens, pings every 15 s,
+    // until the client goes away.
+    let rest = stream::unfold(
+        (
+            app,
+            changes,
+            sent_claim,
+            tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY),
+        ),
+        move |(app, mut changes, mut sent, mut ping)| async move {
+            loop {
+                tokio::select! {
+                    _ = ping.tick() => {
+                        return Some((Ok::<_, std::convert::Infallible>(sse_event(None)), (app, changes, sent, ping)));
+                    }
+                    changed = changes.changed(), if !sent => {
+                        if changed.is_err() {
+                            sent = true;
+                            continue;
+                        }
+                        let Ok((owner, _, latest)) = app
+                            .store
+                            .read_inline(|c| store::workspaces::claim_state(c, workspace_id))
+                        else {
+                            continue;
+                        };
+                        if latest.number > baseline && latest.prebuild_claim && latest.job_status == "succeeded" {
+                            sent = true;
+                            let e = sse_event(Some(&claimed(workspace_id, owner)));
+                            return Some((Ok(e), (app, changes, sent, ping)));
+                        }
+                    }
+                }
+            }
+        },
+    );
+    let events = stream::once(async move { Ok(first) }).chain(rest);
+    let reply = warp::sse::reply(events);
+    let reply = warp::reply::with_header(reply, "Connection", "keep-alive");
+    let reply = warp::reply::with_header(reply, "X-Accel-Buffering", "no");
+    Ok(warp::Reply::into_response(reply))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_framed_as_upstream_writes_them() {
+        let id = Uuid::from_u128(1);
+        let owner = Uuid::from_u128(2);
+        assert_eq!(
+            sse_event(Some(&claimed(id, owner))).to_string(),
+            format!(
+                "event: data\ndata: {{\"workspace_id\":\"{id}\",\"reason\":\"prebuild_claimed\",\"owner_id\":\"{owner}\"}}\n\n"
+            )
+        );
+        assert_eq!(sse_event(None).to_string(), "event: ping\n\n");
+        assert!(
+            !serde_json::to_string(&claimed(id, Uuid::nil()))
+                .unwrap()
+                .contains("owner_id")
+        );
+    }
+
+    #[test]
+    fn wait_is_parsed_like_go() {
+        for t in ["1", "t", "T", "TRUE", "true", "True"] {
+            assert!(go_parse_bool(t), "{t}");
+        }
+        for f in ["", "0", "false", "yes", "on", "tRuE"] {
+            assert!(!go_parse_bool(f), "{f}");
+        }
+    }
+}
