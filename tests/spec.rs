@@ -346,8 +346,9 @@ type = "null_resource"
   name = "solo"
 "#;
 
-/// Seeds app statuses through the library's store functions (no HTTP
-/// endpoint writes them yet), so `codersdk.WorkspaceAppStatus` is checked too.
+/// Seeds app statuses through the library's store functions (many at once,
+/// with chosen times; `PATCH /me/app-status` has its own tests in
+/// `tests/it/app_status.rs`), so `codersdk.WorkspaceAppStatus` is checked too.
 fn seed_app_statuses(db: &Path, agent: Uuid) -> usize {
     use appliance::store::{self, Store};
     let store = Store::open(db, &store::Options::default()).expect("opening the store");
@@ -464,6 +465,22 @@ fn error_bodies_are_valid_responses() {
             &body,
         );
     }
+}
+
+#[test]
+fn git_ssh_keys_are_valid_and_refusals_are_responses() {
+    let server = Server::start();
+    let applied = server.apply("minimal.toml", MINIMAL);
+    let token = applied["agents"][0]["token"]
+        .as_str()
+        .expect("a token agent")
+        .to_string();
+    let (status, body) = server.get("/api/v2/workspaceagents/me/gitsshkey", Some(&token));
+    assert_eq!(status, 200, "{body}");
+    assert_valid("agentsdk.GitSSHKey", "the git SSH key", &body);
+    let (status, body) = server.get("/api/v2/workspaceagents/me/reinit?wait=true", Some(&token));
+    assert_eq!(status, 409, "{body}");
+    assert_valid("codersdk.Response", "the reinit 409", &body);
 }
 
 /// Negative control: the validator must be able to fail.
