@@ -19,7 +19,16 @@ const HARD_CAP: usize = 65_536;
 
 pub struct RateLimiter {
     limit: u32,
-    windows: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    windows: Mutex<Windows>,
+}
+
+#[derive(Default)]
+struct Windows {
+    by_addr: HashMap<IpAddr, (Instant, u32)>,
+    /// Sweep when the table reaches this size; after a sweep it becomes twice
+    /// what survived (at least [`SWEEP_AT`]), so sweeps stay amortised O(1)
+    /// per request even while many addresses are live.
+    next_sweep: usize,
 }
 
 impl RateLimiter {
@@ -27,7 +36,10 @@ impl RateLimiter {
     pub fn new(limit: u32) -> RateLimiter {
         RateLimiter {
             limit,
-            windows: Mutex::new(HashMap::new()),
+            windows: Mutex::new(Windows {
+                by_addr: HashMap::new(),
+                next_sweep: SWEEP_AT,
+            }),
         }
     }
 
@@ -44,13 +56,16 @@ impl RateLimiter {
             .windows
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if windows.len() >= SWEEP_AT {
-            windows.retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
-            if windows.len() >= HARD_CAP {
-                windows.clear();
+        if windows.by_addr.len() >= windows.next_sweep {
+            windows
+                .by_addr
+                .retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
+            if windows.by_addr.len() >= HARD_CAP {
+                windows.by_addr.clear();
             }
+            windows.next_sweep = (windows.by_addr.len() * 2).max(SWEEP_AT);
         }
-        let entry = windows.entry(addr).or_insert((now, 0));
+        let entry = windows.by_addr.entry(addr).or_insert((now, 0));
         if now.duration_since(entry.0) >= WINDOW {
             *entry = (now, 0);
         }
@@ -106,12 +121,12 @@ mod tests {
             let ip = IpAddr::from(i.to_be_bytes());
             let _ = rl.check(ip, t0 + WINDOW * (i / SWEEP_AT as u32 * 2));
         }
-        let len = rl.windows.lock().expect("lock").len();
+        let len = rl.windows.lock().expect("lock").by_addr.len();
         assert!(len <= SWEEP_AT, "expired windows were swept: {len}");
         for i in 0..(HARD_CAP as u32 + 10) {
             let _ = rl.check(IpAddr::from((i + 1_000_000).to_be_bytes()), t0);
         }
-        let len = rl.windows.lock().expect("lock").len();
+        let len = rl.windows.lock().expect("lock").by_addr.len();
         assert!(
             len <= HARD_CAP,
             "a flood of fresh addresses stays bounded: {len}"
