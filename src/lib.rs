@@ -24,6 +24,7 @@
 //! - `agent`: the workspace side (`appliance agent auth`, `appliance agent logs`):
 //!   instance-identity sign-in from the cloud metadata service, shipping script output as logs.
 //! - `rate_limit`: per-address budget for unauthenticated sign-ins.
+//! - `external_auth`: OAuth2 git providers: defaults per type, choosing one, the agent's answer.
 //! - `gitsshkey`: workspace owners' git SSH key pairs (OpenSSH formats).
 //! - `sanitize`: cleans free text agents report (app-status messages).
 //! - `view_cache`: rendered agent responses, reused while provably current.
@@ -39,6 +40,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod external_auth;
 pub mod gitsshkey;
 pub mod identity;
 pub mod ingest;
