@@ -73,6 +73,9 @@ pub struct Config {
     pub logs: LogsConfig,
     /// Algorithm of new users' git SSH keys.
     pub ssh_keygen_algorithm: crate::gitsshkey::Algorithm,
+    /// `[[external_auth]]` providers, in file order (file only; checked with
+    /// `external_auth::provider`, secrets read from their files).
+    pub external_auth: Vec<crate::external_auth::ProviderSpec>,
 }
 
 /// Agent logs.
@@ -197,6 +200,28 @@ pub struct RawConfig {
     pub identity: RawIdentity,
     #[serde(default)]
     pub logs: RawLogs,
+    /// `[[external_auth]]`: a list of tables, so not a dotted key (no
+    /// environment variable or flag sets it); left out of the key listing.
+    #[serde(default, skip_serializing)]
+    pub external_auth: Vec<RawExternalAuth>,
+}
+
+/// One `[[external_auth]]` table.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExternalAuth {
+    pub id: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub display_name: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    pub auth_url: Option<String>,
+    pub token_url: Option<String>,
+    pub validate_url: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub regex: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -515,10 +540,13 @@ fn load_with(
 
     // File.
     let file = read_config_file(overrides, env, read)?;
+    let mut external_auth = Vec::new();
     if let Some((path, text)) = &file {
-        for (key, raw) in parse_file(path, text, &keys)? {
+        let (pairs, external) = parse_file(path, text, &keys)?;
+        for (key, raw) in pairs {
             layered.insert(key, (raw, Source::File(path.clone())));
         }
+        external_auth = external_auth_specs(path, &external, read)?;
     }
 
     // Environment.
@@ -560,7 +588,8 @@ fn load_with(
         }
     }
 
-    let (config, entries) = resolve(&layered)?;
+    let (mut config, entries) = resolve(&layered)?;
+    config.external_auth = external_auth;
     Ok(Loaded {
         config,
         file: file.map(|(path, _)| path),
@@ -605,7 +634,9 @@ fn read_config_file(
 }
 
 /// Parses the file text into flattened `(key, raw value)` pairs.
-fn parse_file(path: &Path, text: &str, keys: &[String]) -> Result<Vec<(String, Raw)>, ConfigError> {
+type FileKeys = (Vec<(String, Raw)>, Vec<RawExternalAuth>);
+
+fn parse_file(path: &Path, text: &str, keys: &[String]) -> Result<FileKeys, ConfigError> {
     let parse_err = |e: toml::de::Error| ConfigError::Parse {
         path: path.to_owned(),
         message: e.to_string().trim_end().to_owned(),
@@ -648,8 +679,81 @@ fn parse_file(path: &Path, text: &str, keys: &[String]) -> Result<Vec<(String, R
             path: path.to_owned(),
             message: format!("unsupported value type for `{key}`"),
         }),
-        None => Ok(out),
+        None => Ok((out, raw.external_auth)),
     }
+}
+
+/// Checks each `[[external_auth]]` table (with `external_auth::provider`)
+/// and reads `client_secret_file`s. Errors name `external_auth[i].field`.
+fn external_auth_specs(
+    path: &Path,
+    raws: &[RawExternalAuth],
+    read: &dyn Fn(&Path) -> io::Result<String>,
+) -> Result<Vec<crate::external_auth::ProviderSpec>, ConfigError> {
+    let invalid = |i: usize, field: &str, value: String, reason: String| ConfigError::Invalid {
+        key: format!("external_auth[{i}].{field}"),
+        origin: Source::File(path.to_owned()),
+        value,
+        reason,
+    };
+    let mut specs: Vec<crate::external_auth::ProviderSpec> = Vec::new();
+    for (i, raw) in raws.iter().enumerate() {
+        let client_secret = match (&raw.client_secret, &raw.client_secret_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    i,
+                    "client_secret_file",
+                    REDACTED.into(),
+                    "set client_secret or client_secret_file, not both".into(),
+                ));
+            }
+            (Some(secret), None) => secret.clone(),
+            (None, Some(file)) => read(file).map(|s| s.trim().to_string()).map_err(|e| {
+                invalid(
+                    i,
+                    "client_secret_file",
+                    format!("{:?}", file.display().to_string()),
+                    format!("cannot read it: {e}"),
+                )
+            })?,
+            (None, None) => String::new(),
+        };
+        let spec = crate::external_auth::ProviderSpec {
+            id: raw.id.clone().unwrap_or_default(),
+            kind: raw.kind.clone().unwrap_or_default(),
+            display_name: raw.display_name.clone(),
+            client_id: raw.client_id.clone().unwrap_or_default(),
+            client_secret,
+            auth_url: raw.auth_url.clone(),
+            token_url: raw.token_url.clone(),
+            validate_url: raw.validate_url.clone(),
+            scopes: raw.scopes.clone(),
+            regex: raw.regex.clone(),
+        };
+        if let Err((field, reason)) = crate::external_auth::provider(&spec) {
+            let value = match field {
+                "id" => format!("{:?}", spec.id),
+                "type" => format!("{:?}", spec.kind),
+                "client_id" => format!("{:?}", spec.client_id),
+                "auth_url" => format!("{:?}", spec.auth_url.clone().unwrap_or_default()),
+                "token_url" => format!("{:?}", spec.token_url.clone().unwrap_or_default()),
+                "validate_url" => format!("{:?}", spec.validate_url.clone().unwrap_or_default()),
+                "regex" => format!("{:?}", spec.regex.clone().unwrap_or_default()),
+                _ => String::new(),
+            };
+            return Err(invalid(i, field, value, reason));
+        }
+        if specs.iter().any(|s| s.id == spec.id) {
+            return Err(invalid(
+                i,
+                "id",
+                format!("{:?}", spec.id),
+                "another provider has this id".into(),
+            ));
+        }
+        specs.push(spec);
+    }
+    Ok(specs)
 }
 
 fn check_unknown_keys(
@@ -672,7 +776,8 @@ fn check_unknown_keys(
         } else {
             format!("{prefix}.{segment}")
         };
-        let is_leaf = !dotted && keys.contains(&key);
+        // `[[external_auth]]` tables are checked by serde (deny_unknown_fields).
+        let is_leaf = !dotted && (keys.contains(&key) || key == "external_auth");
         let is_table = !dotted && keys.iter().any(|k| k.starts_with(&format!("{key}.")));
         match value {
             _ if is_leaf => {}
@@ -823,6 +928,7 @@ fn resolve(layered: &Layered) -> Result<(Config, Vec<Entry>), ConfigError> {
         identity,
         logs,
         ssh_keygen_algorithm,
+        external_auth: Vec::new(),
     };
     Ok((config, r.entries))
 }
@@ -1273,6 +1379,9 @@ impl Loaded {
         for (key, value, source) in rows {
             out.push_str(&format!("{key:<key_w$} = {value:<val_w$}  # {source}\n"));
         }
+        for (i, p) in self.external_auth_shown().iter().enumerate() {
+            out.push_str(&format!("# external_auth[{i}]: {p}\n"));
+        }
         for warning in &self.warnings {
             out.push_str(&format!("# warning: {warning}\n"));
         }
@@ -1294,8 +1403,33 @@ impl Loaded {
         serde_json::json!({
             "file": self.file.as_ref().map(|p| p.to_string_lossy().into_owned()),
             "keys": keys,
+            "external_auth": self.external_auth_shown(),
             "warnings": self.warnings,
         })
+    }
+
+    /// The `[[external_auth]]` providers as they will be used (defaults
+    /// filled in), secrets left out.
+    fn external_auth_shown(&self) -> Vec<serde_json::Value> {
+        self.config
+            .external_auth
+            .iter()
+            .filter_map(|spec| crate::external_auth::provider(spec).ok())
+            .map(|p| {
+                serde_json::json!({
+                    "id": p.id,
+                    "type": p.kind.as_str(),
+                    "display_name": p.display_name,
+                    "client_id": p.client_id,
+                    "client_secret": if p.client_secret.is_empty() { serde_json::Value::Null } else { REDACTED.into() },
+                    "auth_url": p.auth_url,
+                    "token_url": p.token_url,
+                    "validate_url": p.validate_url,
+                    "regex": p.regex.as_ref().map(|r| r.as_str().to_string()),
+                    "scopes": p.scopes,
+                })
+            })
+            .collect()
     }
 }
 
@@ -1382,6 +1516,66 @@ mod tests {
             RawConfig::default(),
             "sample must leave every key commented out"
         );
+    }
+
+    #[test]
+    fn external_auth_tables_are_read_checked_and_shown_without_secrets() {
+        let text = r#"
+[[external_auth]]
+id = "gh"
+type = "github"
+client_id = "abc"
+client_secret = "s3cret"
+
+[[external_auth]]
+id = "gitea"
+type = "gitea"
+client_id = "def"
+client_secret_file = "/gitea.secret"
+auth_url = "https://git.home.lan/login/oauth/authorize"
+token_url = "https://git.home.lan/login/oauth/access_token"
+"#;
+        let loaded = load_with(
+            &with_config("/c.toml"),
+            &env(&[]),
+            &fs(&[("/c.toml", text), ("/gitea.secret", "from-file\n")]),
+        )
+        .expect("loads");
+        let ext = &loaded.config.external_auth;
+        assert_eq!(ext.len(), 2);
+        assert_eq!(
+            (ext[0].id.as_str(), ext[0].client_secret.as_str()),
+            ("gh", "s3cret")
+        );
+        assert_eq!(ext[1].client_secret, "from-file");
+        let shown = loaded.render_text() + &loaded.render_json().to_string();
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("from-file"),
+            "{shown}"
+        );
+        assert!(shown.contains("git.home.lan"), "{shown}");
+        assert!(!format!("{:?}", loaded.config).contains("s3cret"));
+
+        let bad = |text: &str| invalid(load_file(text, &[]).expect_err("invalid")).0;
+        assert_eq!(
+            bad("[[external_auth]]\nid = \"x\"\ntype = \"generic\"\nclient_id = \"c\"\n"),
+            "external_auth[0].auth_url"
+        );
+        assert_eq!(
+            bad(
+                "[[external_auth]]\nid = \"a\"\ntype = \"github\"\nclient_id = \"c\"\n[[external_auth]]\nid = \"a\"\ntype = \"gitlab\"\nclient_id = \"c\"\n"
+            ),
+            "external_auth[1].id"
+        );
+        assert_eq!(
+            bad(
+                "[[external_auth]]\nid = \"a\"\ntype = \"github\"\nclient_id = \"c\"\nclient_secret_file = \"/missing\"\n"
+            ),
+            "external_auth[0].client_secret_file"
+        );
+        let err = load_file("[[external_auth]]\nid = \"a\"\ncolour = \"red\"\n", &[])
+            .expect_err("unknown field");
+        assert!(err.to_string().contains("colour"), "{err}");
     }
 
     #[test]

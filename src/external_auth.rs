@@ -179,7 +179,7 @@ impl Provider {
 }
 
 /// What the operator wrote for one provider (all optional but `id`/`type`).
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ProviderSpec {
     pub id: String,
     pub kind: String,
@@ -191,6 +191,19 @@ pub struct ProviderSpec {
     pub validate_url: Option<String>,
     pub scopes: Option<Vec<String>>,
     pub regex: Option<String>,
+}
+
+impl fmt::Debug for ProviderSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderSpec")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("auth_url", &self.auth_url)
+            .field("token_url", &self.token_url)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Builds a provider from its spec: the type's defaults for what is not set;
