@@ -29,6 +29,10 @@ pub struct App {
     pub agent_views: Arc<ViewCache>,
     /// API keys read recently (valid while the database is unchanged).
     pub api_keys: Arc<KeyCache>,
+    /// `[[external_auth]]` providers, defaults filled in.
+    pub external_auth: Arc<Vec<crate::external_auth::Provider>>,
+    /// OAuth states in flight and tokens already validated.
+    pub external_auth_state: Arc<crate::routes::ExternalAuthState>,
 }
 
 impl App {
@@ -42,6 +46,16 @@ impl App {
             i64::from(config.logs.max_bytes_per_agent),
         )?;
         let sign_ins = SignInWriter::start(store.clone())?;
+        // Checked when the configuration was loaded; a failure here is a bug.
+        let external_auth = config
+            .external_auth
+            .iter()
+            .map(|spec| {
+                crate::external_auth::provider(spec).map_err(|(field, why)| {
+                    anyhow::anyhow!("external_auth \"{}\": {field}: {why}", spec.id)
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         relay::watch_database(&store, hub.clone())?;
         Ok(App {
             identity_limiter: Arc::new(RateLimiter::new(config.identity.rate_limit_per_minute)),
@@ -53,6 +67,8 @@ impl App {
             sign_ins,
             agent_views: Arc::new(ViewCache::default()),
             api_keys: Arc::new(KeyCache::default()),
+            external_auth: Arc::new(external_auth),
+            external_auth_state: Arc::default(),
         })
     }
 

@@ -25,6 +25,7 @@
 //!   instance-identity sign-in from the cloud metadata service, shipping script output as logs.
 //! - `rate_limit`: per-address budget for unauthenticated sign-ins.
 //! - `external_auth`: OAuth2 git providers: defaults per type, choosing one, the agent's answer.
+//! - `oauth_client`: code exchange, refresh and validation at external-auth providers (blocking HTTP).
 //! - `gitsshkey`: workspace owners' git SSH key pairs (OpenSSH formats).
 //! - `sanitize`: cleans free text agents report (app-status messages).
 //! - `view_cache`: rendered agent responses, reused while provably current.
@@ -46,6 +47,7 @@ pub mod identity;
 pub mod ingest;
 pub mod jwks_refresh;
 pub mod manifest;
+pub mod oauth_client;
 pub mod rate_limit;
 pub mod relay;
 pub mod retention;

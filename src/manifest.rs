@@ -69,6 +69,10 @@ pub struct Workspace {
     /// Username of the owner.
     pub owner: String,
     pub resources: Vec<Resource>,
+    /// External-auth provider ids the workspace uses (Coder: the template's
+    /// `coder_external_auth` resources); preferred when an agent asks for a
+    /// token by git URL.
+    pub external_auth: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -198,6 +202,8 @@ struct RawWorkspace {
     owner: Option<String>,
     #[serde(default)]
     resources: Vec<RawResource>,
+    #[serde(default)]
+    external_auth: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -575,10 +581,32 @@ impl Validator {
                 agents,
             });
         }
+        let mut external_auth: Vec<String> = Vec::new();
+        for (i, id) in raw.external_auth.into_iter().enumerate() {
+            let valid = !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !valid {
+                self.problem(
+                    format!("external_auth[{i}]"),
+                    format!("\"{id}\" is not a provider id: use letters, digits, '-', '_' and '.'"),
+                );
+            } else if external_auth.contains(&id) {
+                self.problem(
+                    format!("external_auth[{i}]"),
+                    format!("\"{id}\" is listed twice"),
+                );
+            } else {
+                external_auth.push(id);
+            }
+        }
         Workspace {
             name,
             owner,
             resources,
+            external_auth,
         }
     }
 

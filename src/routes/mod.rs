@@ -7,6 +7,7 @@
 
 mod agents;
 mod app_status;
+mod external_auth;
 mod filters;
 mod gitsshkey;
 mod health;
@@ -16,6 +17,7 @@ mod logs;
 mod reinit;
 mod session;
 
+pub use external_auth::ExternalAuthState;
 use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
@@ -33,6 +35,8 @@ pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
         .or(app_status::routes(app))
         .unify()
         .or(gitsshkey::routes(app))
+        .unify()
+        .or(external_auth::routes(app))
         .unify()
         .or(reinit::routes(app))
         .unify()

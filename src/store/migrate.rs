@@ -22,6 +22,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0003_prebuilds",
         include_str!("migrations/0003_prebuilds.sql"),
     ),
+    (
+        "0004_external_auth",
+        include_str!("migrations/0004_external_auth.sql"),
+    ),
 ];
 
 /// The schema version this binary writes.
@@ -78,4 +82,23 @@ pub fn dump_schema(conn: &Connection) -> Result<String> {
         out.push_str(";\n\n");
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_migration_file_is_listed_in_order() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/migrations");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .expect("read the migrations directory")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter_map(|n| n.strip_suffix(".sql").map(str::to_string))
+            .collect();
+        files.sort();
+        let listed: Vec<&str> = super::MIGRATIONS.iter().map(|(name, _)| *name).collect();
+        assert_eq!(
+            files, listed,
+            "add new files in src/store/migrations to MIGRATIONS"
+        );
+    }
 }

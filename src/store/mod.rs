@@ -15,6 +15,7 @@
 //! Nothing here knows HTTP, and nothing outside this module imports rusqlite.
 
 pub mod agents;
+pub mod external_auth;
 pub mod group;
 pub mod logs;
 pub mod migrate;

@@ -129,6 +129,21 @@ pub fn latest_build(conn: &Connection, workspace_id: Uuid) -> Result<Option<Buil
     )
 }
 
+/// The external-auth provider ids the workspace's latest build declares.
+pub fn declared_external_auth(conn: &Connection, workspace_id: Uuid) -> Result<Vec<String>> {
+    let text: Option<String> = optional(
+        conn.prepare_cached(
+            "SELECT external_auth_providers FROM workspace_builds
+             WHERE workspace_id = ?1 ORDER BY build_number DESC LIMIT 1",
+        )?
+        .query_row([workspace_id.to_string()], |r| r.get(0)),
+    )?;
+    match text {
+        None => Ok(Vec::new()),
+        Some(t) => serde_json::from_str(&t).map_err(|e| StoreError::Other(e.to_string())),
+    }
+}
+
 /// Build #1 of the workspace.
 pub fn first_build(conn: &Connection, workspace_id: Uuid) -> Result<Option<BuildRow>> {
     optional(
@@ -319,6 +334,14 @@ pub fn apply(
         }
     };
     let build = record_build(conn, workspace_id, "start", initiator_id, now)?;
+    if !ws.external_auth.is_empty() {
+        let declared = serde_json::to_string(&ws.external_auth)
+            .map_err(|e| StoreError::Other(e.to_string()))?;
+        conn.execute(
+            "UPDATE workspace_builds SET external_auth_providers = ?2 WHERE id = ?1",
+            params![build.id.to_string(), declared],
+        )?;
+    }
     let mut agents = Vec::new();
     for resource in &ws.resources {
         let resource_id = Uuid::new_v4();

@@ -11,6 +11,7 @@ mod app_status;
 mod auth;
 mod cli;
 mod errors;
+mod external_auth;
 mod gitsshkey;
 mod identity;
 mod identity_support;

@@ -1,0 +1,479 @@
+//! External auth.
+//!
+//! - `GET /api/v2/workspaceagents/me/external-auth` and its alias
+//!   `/me/gitauth` (Coder: `workspaceAgentsExternalAuth`, answer
+//!   `agentsdk.ExternalAuthResponse`): an agent asks for a git token for a
+//!   remote URL (`match`, legacy `url`) or a provider `id`; with `listen` it
+//!   waits until the workspace owner has linked the provider.
+//! - `GET /external-auth/{provider}` and `/external-auth/{provider}/callback`:
+//!   the OAuth2 authorization-code flow a user follows in a browser (signed
+//!   in with their API key: cookie `coder_session_token` or the query) to
+//!   link the provider. `appliance external-auth link` does it without one.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use uuid::Uuid;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::filters::{query_pairs, session_token, with_app};
+use super::session::{agent_before_body, user_for_key};
+use crate::app::App;
+use crate::error::{ApiError, json_response, respond};
+use crate::external_auth::{ExternalAuthResponse, Provider};
+use crate::oauth_client::{self, Failure};
+use crate::store;
+use crate::store::external_auth::LinkRow;
+
+/// How long a browser has between leaving for the provider and coming back.
+const STATE_TTL: Duration = Duration::from_secs(10 * 60);
+/// Remembered token validations (digest → valid); cleared when this full.
+const MAX_VALIDATIONS: usize = 10_000;
+
+/// Server-side state of the external-auth flows.
+#[derive(Default)]
+pub struct ExternalAuthState {
+    /// OAuth `state` values in flight: state → (user, provider, started).
+    pending: Mutex<HashMap<String, (Uuid, String, Instant)>>,
+    /// Tokens already checked against their provider's `validate_url`.
+    validated: Mutex<HashMap<[u8; 32], bool>>,
+}
+
+pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
+    let agent_route = |name: &'static str| {
+        warp::path("api")
+            .and(warp::path("v2"))
+            .and(warp::path("workspaceagents"))
+            .and(warp::path("me"))
+            .and(warp::path(name))
+            .and(warp::path::end())
+            .and(warp::get())
+            .and(session_token())
+            .and(query_pairs())
+            .and(with_app(app))
+            .then(
+                |token: Option<String>, query: Vec<(String, String)>, app: App| async move {
+                    respond(agent_external_auth(app, token, query).await)
+                },
+            )
+            .boxed()
+    };
+    let start = warp::path!("external-auth" / String)
+        .and(warp::get())
+        .and(session_token())
+        .and(with_app(app))
+        .then(
+            |provider: String, token: Option<String>, app: App| async move {
+                respond(start_link(app, provider, token))
+            },
+        );
+    let callback = warp::path!("external-auth" / String / "callback")
+        .and(warp::get())
+        .and(query_pairs())
+        .and(with_app(app))
+        .then(
+            |provider: String, query: Vec<(String, String)>, app: App| async move {
+                respond(finish_link(app, provider, query).await)
+            },
+        );
+    agent_route("external-auth")
+        .or(agent_route("gitauth"))
+        .unify()
+        .or(start)
+        .unify()
+        .or(callback)
+        .unify()
+        .boxed()
+}
+
+fn query<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    query
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// `true`/`1`/bare presence on, `false`/`0` off (appliance's decision 4).
+fn flag(q: &[(String, String)], name: &str) -> Result<bool, ApiError> {
+    match query(q, name) {
+        None => Ok(false),
+        Some("" | "1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
+        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "Query param \"{name}\" must be a boolean."
+        ))
+        .validation(name, format!("Must be true or false, not {other:?}"))),
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+async fn agent_external_auth(
+    app: App,
+    token: Option<String>,
+    q: Vec<(String, String)>,
+) -> Result<Response, ApiError> {
+    let agent = agent_before_body(&app, token.as_deref())?;
+    let match_url = query(&q, "match")
+        .or_else(|| query(&q, "url"))
+        .unwrap_or("");
+    let by_id = query(&q, "id").filter(|s| !s.is_empty());
+    match (match_url.is_empty(), by_id) {
+        (true, None) => return Err(ApiError::bad_request("'url' or 'id' must be provided!")),
+        (false, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "'url' and 'id' cannot be provided together!",
+            ));
+        }
+        _ => {}
+    }
+    let listen = flag(&q, "listen")?;
+    let workspace_id = agent.workspace_id;
+    let declared = app
+        .store
+        .read_inline(|c| store::workspaces::declared_external_auth(c, workspace_id))?;
+    let provider = crate::external_auth::select(&app.external_auth, &declared, by_id, match_url)
+        .map_err(|nf| ApiError::not_found(nf.message).detail(nf.detail))?
+        .clone();
+    if agent.api_key_scope == "no_user_data" {
+        return Err(ApiError::forbidden());
+    }
+    let owner = agent.owner_id;
+    let link_url = format!("{}/external-auth/{}", app.config.access_url, provider.id);
+    if listen {
+        return listen_for_link(app, provider, owner).await;
+    }
+    let answer = match usable(&app, &provider, owner).await? {
+        Some(answer) => answer,
+        None => ExternalAuthResponse::link_at(link_url),
+    };
+    Ok(json_response(StatusCode::OK, &answer))
+}
+
+/// The owner's token for the provider if it is usable now: refreshed when
+/// expired (a refused refresh: `None`), validated once per distinct token
+/// when the provider has a `validate_url`.
+async fn usable(
+    app: &App,
+    provider: &Provider,
+    owner: Uuid,
+) -> Result<Option<ExternalAuthResponse>, ApiError> {
+    let id = provider.id.clone();
+    let Some(link) = app
+        .store
+        .read_inline(|c| store::external_auth::link(c, &id, owner))?
+    else {
+        return Ok(None);
+    };
+    evaluate(app, provider, link).await
+}
+
+async fn evaluate(
+    app: &App,
+    provider: &Provider,
+    link: LinkRow,
+) -> Result<Option<ExternalAuthResponse>, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let expired = link.expires_at.is_some_and(|t| t <= now);
+    let refresh_failed =
+        |e: &dyn std::fmt::Display| ApiError::internal("Failed to refresh external auth token.", e);
+    let (access, extra, expires_at) = if expired {
+        if link.refresh_token.is_empty() {
+            return Ok(None);
+        }
+        let p = provider.clone();
+        let refresh_token = link.refresh_token.clone();
+        let refreshed =
+            tokio::task::spawn_blocking(move || oauth_client::refresh(&p, &refresh_token))
+                .await
+                .map_err(|e| refresh_failed(&e))?;
+        let token = match refreshed {
+            Ok(t) => t,
+            Err(Failure::Refused(why)) => {
+                tracing::info!(provider = %provider.id, user_id = %link.user_id, why, "external-auth refresh refused");
+                return Ok(None);
+            }
+            Err(e @ Failure::Unavailable(_)) => return Err(refresh_failed(&e)),
+        };
+        let (pid, uid, stored) = (provider.id.clone(), link.user_id, token.clone());
+        app.store
+            .write_async(move |tx| {
+                store::external_auth::put_link(
+                    tx,
+                    &pid,
+                    uid,
+                    &store::external_auth::NewToken {
+                        access_token: &stored.access_token,
+                        refresh_token: &stored.refresh_token,
+                        expires_at: stored.expires_at,
+                        oauth_extra: stored.extra.as_deref(),
+                    },
+                    store::now(),
+                )
+            })
+            .await?;
+        // Just issued by the provider: no need to validate it.
+        remember(app, &token.access_token, true);
+        (token.access_token, token.extra, token.expires_at)
+    } else {
+        if !provider.validate_url.is_empty()
+            && !validated(app, provider, &link.access_token).await?
+        {
+            return Ok(None);
+        }
+        (link.access_token, link.oauth_extra, link.expires_at)
+    };
+    let extra = extra.and_then(|e| serde_json::from_str(&e).ok());
+    Ok(Some(ExternalAuthResponse::token(
+        provider.kind,
+        &access,
+        extra,
+        expires_at,
+    )))
+}
+
+fn remember(app: &App, token: &str, valid: bool) {
+    let mut seen = app
+        .external_auth_state
+        .validated
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if seen.len() >= MAX_VALIDATIONS {
+        seen.clear();
+    }
+    seen.insert(digest(token), valid);
+}
+
+/// Whether the provider accepts the token; asks it at most once per token.
+async fn validated(app: &App, provider: &Provider, token: &str) -> Result<bool, ApiError> {
+    let known = app
+        .external_auth_state
+        .validated
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&digest(token))
+        .copied();
+    if let Some(valid) = known {
+        return Ok(valid);
+    }
+    let (p, t) = (provider.clone(), token.to_string());
+    let answer = tokio::task::spawn_blocking(move || oauth_client::validate(&p, &t))
+        .await
+        .map_err(|e| ApiError::internal("Failed to refresh external auth token.", &e))?
+        .map_err(|e| ApiError::internal("Failed to refresh external auth token.", &e))?;
+    remember(app, token, answer);
+    Ok(answer)
+}
+
+/// `listen=true`: answers once the owner has a usable token. Wakes on commits
+/// to the database (a link made by the web flow here or by the CLI in another
+/// process) and when a stored token's expiry passes; a token that did not
+/// validate is not asked about again until the link changes. Ends when the
+/// client goes away (hyper drops this future).
+async fn listen_for_link(app: App, provider: Provider, owner: Uuid) -> Result<Response, ApiError> {
+    let mut changes = app.hub.subscribe_database();
+    let mut last_seen: Option<(String, String, Option<OffsetDateTime>)> = None;
+    loop {
+        let id = provider.id.clone();
+        let link = app
+            .store
+            .read_inline(|c| store::external_auth::link(c, &id, owner))?;
+        let mut wake_at = None;
+        if let Some(link) = link {
+            let seen = (
+                link.access_token.clone(),
+                link.refresh_token.clone(),
+                link.expires_at,
+            );
+            let now = OffsetDateTime::now_utc();
+            let expired_for_good =
+                link.expires_at.is_some_and(|t| t <= now) && link.refresh_token.is_empty();
+            if last_seen.as_ref() != Some(&seen) && !expired_for_good {
+                last_seen = Some(seen);
+                if let Some(answer) = evaluate(&app, &provider, link.clone()).await? {
+                    return Ok(json_response(StatusCode::OK, &answer));
+                }
+            }
+            if let Some(t) = link.expires_at.filter(|t| *t > now) {
+                wake_at = Some(t);
+            }
+        }
+        let sleep = match wake_at {
+            Some(t) => {
+                let secs = (t - OffsetDateTime::now_utc()).as_seconds_f64().max(0.0);
+                Duration::from_secs_f64(secs + 0.01)
+            }
+            None => Duration::from_secs(3600),
+        };
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return Err(ApiError::internal("An internal server error occurred.", &"the database watcher stopped"));
+                }
+            }
+            _ = tokio::time::sleep(sleep) => {
+                // An expiry passed: a refresh may now be due.
+                last_seen = None;
+            }
+        }
+    }
+}
+
+// ----- the browser flow -----
+
+fn configured<'a>(app: &'a App, id: &str) -> Result<&'a Provider, ApiError> {
+    app.external_auth
+        .iter()
+        .find(|p| p.id == id)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "No external auth provider with the id \"{id}\" is configured."
+            ))
+        })
+}
+
+fn callback_url(app: &App, provider: &str) -> String {
+    format!(
+        "{}/external-auth/{provider}/callback",
+        app.config.access_url
+    )
+}
+
+/// `GET /external-auth/{provider}`: a signed-in user is sent to the
+/// provider's consent page.
+fn start_link(app: App, provider: String, token: Option<String>) -> Result<Response, ApiError> {
+    let p = configured(&app, &provider)?;
+    let now = OffsetDateTime::now_utc();
+    let user = app
+        .store
+        .read_inline(|c| user_for_key(c, token.as_deref(), now))??;
+    let state = Uuid::new_v4().simple().to_string();
+    {
+        let mut pending = app
+            .external_auth_state
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        pending.retain(|_, (_, _, started)| started.elapsed() < STATE_TTL);
+        if pending.len() >= MAX_VALIDATIONS {
+            pending.clear();
+        }
+        pending.insert(state.clone(), (user.id, provider.clone(), Instant::now()));
+    }
+    let scope = p.scopes.join(" ");
+    let params = serde_urlencoded::to_string([
+        ("client_id", p.client_id.as_str()),
+        ("redirect_uri", callback_url(&app, &provider).as_str()),
+        ("response_type", "code"),
+        ("scope", scope.as_str()),
+        ("state", state.as_str()),
+    ])
+    .map_err(|e| ApiError::internal("An internal server error occurred.", &e))?;
+    let sep = if p.auth_url.contains('?') { '&' } else { '?' };
+    let location = format!("{}{sep}{params}", p.auth_url);
+    let mut resp = Response::new(Vec::<u8>::new().into());
+    *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+    resp.headers_mut().insert(
+        warp::http::header::LOCATION,
+        warp::http::HeaderValue::from_str(&location)
+            .map_err(|e| ApiError::internal("An internal server error occurred.", &e))?,
+    );
+    Ok(resp)
+}
+
+/// `GET /external-auth/{provider}/callback?code&state`: the provider sends
+/// the browser back; the code becomes the user's link.
+async fn finish_link(
+    app: App,
+    provider: String,
+    q: Vec<(String, String)>,
+) -> Result<Response, ApiError> {
+    let p = configured(&app, &provider)?.clone();
+    if let Some(error) = query(&q, "error") {
+        return Err(
+            ApiError::bad_request("The provider refused the link.").detail(
+                format!("{error} {}", query(&q, "error_description").unwrap_or(""))
+                    .trim()
+                    .to_string(),
+            ),
+        );
+    }
+    let state = query(&q, "state").unwrap_or("");
+    let pending = app
+        .external_auth_state
+        .pending
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(state);
+    let user_id = match pending {
+        Some((user, for_provider, started))
+            if for_provider == provider && started.elapsed() < STATE_TTL =>
+        {
+            user
+        }
+        _ => {
+            return Err(
+                ApiError::bad_request("Invalid or expired OAuth state.").detail(format!(
+                    "Start again at {}/external-auth/{provider}.",
+                    app.config.access_url
+                )),
+            );
+        }
+    };
+    let code = query(&q, "code").unwrap_or("").to_string();
+    if code.is_empty() {
+        return Err(ApiError::bad_request("Missing \"code\" query parameter."));
+    }
+    let redirect_uri = callback_url(&app, &provider);
+    let p2 = p.clone();
+    let token =
+        tokio::task::spawn_blocking(move || oauth_client::exchange_code(&p2, &code, &redirect_uri))
+            .await
+            .map_err(|e| ApiError::internal("Failed to exchange the OAuth code.", &e))?
+            .map_err(|e| match e {
+                Failure::Refused(why) => {
+                    ApiError::bad_request("The provider refused the OAuth code.").detail(why)
+                }
+                other => ApiError::internal("Failed to exchange the OAuth code.", &other),
+            })?;
+    let stored = token.clone();
+    let pid = provider.clone();
+    app.store
+        .write_async(move |tx| {
+            store::external_auth::put_link(
+                tx,
+                &pid,
+                user_id,
+                &store::external_auth::NewToken {
+                    access_token: &stored.access_token,
+                    refresh_token: &stored.refresh_token,
+                    expires_at: stored.expires_at,
+                    oauth_extra: stored.extra.as_deref(),
+                },
+                store::now(),
+            )
+        })
+        .await?;
+    remember(&app, &token.access_token, true);
+    tracing::info!(provider = %provider, user_id = %user_id, "external auth linked");
+    Ok(json_response(
+        StatusCode::OK,
+        &crate::sdk::Response {
+            message: format!(
+                "Linked {}. You can close this page; waiting workspaces get the token now.",
+                p.display_name
+            ),
+            detail: None,
+            validations: Vec::new(),
+        },
+    ))
+}
