@@ -280,6 +280,15 @@ async fn validated(app: &App, provider: &Provider, token: &str) -> Result<bool, 
 /// validate is not asked about again until the link changes. Ends when the
 /// client goes away (hyper drops this future).
 async fn listen_for_link(app: App, provider: Provider, owner: Uuid) -> Result<Response, ApiError> {
+    /// Logs when the waiter ends, however it ends (answered, error, or the
+    /// client went away and hyper dropped the request).
+    struct Ended(String);
+    impl Drop for Ended {
+        fn drop(&mut self) {
+            tracing::debug!(provider = %self.0, "external-auth listener ended");
+        }
+    }
+    let _ended = Ended(provider.id.clone());
     let mut changes = app.hub.subscribe_database();
     let mut last_seen: Option<(String, String, Option<OffsetDateTime>)> = None;
     loop {

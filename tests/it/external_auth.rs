@@ -515,3 +515,90 @@ fn the_cli_names_what_is_wrong() {
         fx.server.url("/external-auth/gitea")
     );
 }
+
+#[test]
+fn a_listener_ends_when_its_client_goes_away() {
+    let fake = FakeProvider::start();
+    let config = format!(
+        "[[external_auth]]\nid = \"gitea\"\ntype = \"gitea\"\nclient_id = \"cid\"\nauth_url = \"{b}/authorize\"\ntoken_url = \"{b}/token\"\n",
+        b = fake.base
+    );
+    let server = TestServer::start_with(Options {
+        config,
+        env: vec![(
+            "APPLIANCE_LOG__FILTER".into(),
+            "info,appliance=debug".into(),
+        )],
+    });
+    server.create_user("alice", "member");
+    let applied = server.apply(MANIFEST);
+    let (_, token) = agent_and_token(&applied, "main");
+    let mut stream = TcpStream::connect(server.addr).expect("connect");
+    write!(
+        stream,
+        "GET /api/v2/workspaceagents/me/external-auth?listen=true&id=gitea HTTP/1.1\r\nHost: x\r\nCoder-Session-Token: {token}\r\n\r\n"
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !server
+            .log()
+            .iter()
+            .any(|l| l.contains("external-auth listener ended"))
+    );
+    drop(stream);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !server
+        .log()
+        .iter()
+        .any(|l| l.contains("external-auth listener ended"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener outlived its client:\n{}",
+            server.log().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn each_workspace_gets_the_provider_its_manifest_declares() {
+    let config = "[[external_auth]]\nid = \"gh-a\"\ntype = \"github\"\nclient_id = \"a\"\nvalidate_url = \"\"\n\n[[external_auth]]\nid = \"gh-b\"\ntype = \"github\"\nclient_id = \"b\"\nvalidate_url = \"\"\n";
+    let server = TestServer::start_with(Options {
+        config: config.into(),
+        ..Options::default()
+    });
+    server.create_user("alice", "member");
+    let mut tokens = Vec::new();
+    for (name, provider) in [("one", "gh-a"), ("two", "gh-b")] {
+        let manifest = MANIFEST
+            .replace("name = \"dev\"", &format!("name = \"{name}\""))
+            .replace("[\"gitea\"]", &format!("[\"{provider}\"]"));
+        let (_, token) = agent_and_token(&server.apply(&manifest), "main");
+        tokens.push(token);
+    }
+    for (provider, secret) in [("gh-a", "token-a"), ("gh-b", "token-b")] {
+        server
+            .cli(&[
+                "external-auth",
+                "link",
+                "--user",
+                "alice",
+                "--provider",
+                provider,
+                "--access-token",
+                secret,
+            ])
+            .assert_success();
+    }
+    for (token, want) in tokens.iter().zip(["token-a", "token-b"]) {
+        let body = server
+            .get(
+                "/api/v2/workspaceagents/me/external-auth?match=https://github.com/coder/coder.git",
+                Some(token),
+            )
+            .ok_json();
+        assert_eq!(body["access_token"], want, "{body}");
+    }
+}
