@@ -26,6 +26,8 @@
 //! - `rate_limit`: per-address budget for unauthenticated sign-ins.
 //! - `view_cache`: rendered agent responses, reused while provably current.
 //! - `telemetry`: logging.
+//! - `systemd`: sd_notify for `Type=notify` (ready, stopping, watchdog).
+//! - `healthcheck`: `appliance healthcheck`; `generate`: man page and completions.
 //!
 //! See ARCHITECTURE.md for the invariants.
 
@@ -37,6 +39,8 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod generate;
+pub mod healthcheck;
 pub mod identity;
 pub mod ingest;
 pub mod jwks_refresh;
@@ -49,6 +53,7 @@ pub mod sdk;
 pub mod server;
 pub mod sign_in;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;
 pub mod trust_files;
 pub mod view_cache;
