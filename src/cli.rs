@@ -85,6 +85,11 @@ pub enum Command {
     /// Commands run on the workspace machine: sign in, ship logs.
     #[command(subcommand)]
     Agent(crate::agent::AgentCommand),
+    /// Exit 0 when the server answers GET /healthz with 200 (for scripts and monitoring).
+    Healthcheck(crate::healthcheck::HealthcheckArgs),
+    /// Write the man page or shell completions (for packaging).
+    #[command(subcommand, hide = true)]
+    Generate(crate::generate::GenerateCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -269,6 +274,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Agent(cmd) = cli.command {
         return crate::agent::run(cmd);
     }
+    // Packaging: rendered from the command definition alone.
+    if let Command::Generate(cmd) = cli.command {
+        return crate::generate::run(cmd);
+    }
     // vars_os: a non-UTF-8 variable elsewhere in the environment must not panic.
     let env: BTreeMap<String, String> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
@@ -328,7 +337,24 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             &out,
         ),
         Command::Agent(cmd) => crate::agent::run(cmd),
+        Command::Healthcheck(args) => healthcheck(&loaded.config, &args, &out),
+        Command::Generate(cmd) => crate::generate::run(cmd),
     }
+}
+
+fn healthcheck(
+    config: &Config,
+    args: &crate::healthcheck::HealthcheckArgs,
+    out: &Printer,
+) -> anyhow::Result<()> {
+    let url = crate::healthcheck::target(args, config);
+    let ok = crate::healthcheck::check(&url, args.timeout)?;
+    let ms = ok.elapsed.as_secs_f64() * 1000.0;
+    out.emit(
+        &json!({"url": ok.url, "status": 200, "elapsed_ms": ms}),
+        || format!("{}: 200 OK in {ms:.1} ms", ok.url),
+    );
+    Ok(())
 }
 
 /// Prints the effective configuration and the trust material it loads; fails
@@ -1069,7 +1095,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
         for n in &trust.notes {
             tracing::info!("{n}");
         }
-        let shutdown = server::shutdown_signal()?;
+        let notifier = crate::systemd::Notifier::from_env();
+        let shutdown = notifier.clone().stopping_after(server::shutdown_signal()?);
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             db = %config.db.display(),
@@ -1089,6 +1116,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
         if let Some(url) = jwks_url {
             tokio::spawn(crate::jwks_refresh::run(app.clone(), base_trust, url));
         }
+        notifier.ready(&format!("listening on http://{}", bound.addr));
+        tokio::spawn(notifier.watchdog());
         server::run(bound, app, shutdown).await
     })
 }

@@ -1057,7 +1057,7 @@ impl Render for crate::gitsshkey::Algorithm {
 }
 
 /// `0.0.0.0`/`[::]` are not addresses a client can use; point at loopback instead.
-fn derive_access_url(listen: SocketAddr) -> String {
+pub(crate) fn derive_access_url(listen: SocketAddr) -> String {
     let ip = match listen.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),

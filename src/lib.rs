@@ -30,6 +30,8 @@
 //! - `sanitize`: cleans free text agents report (app-status messages).
 //! - `view_cache`: rendered agent responses, reused while provably current.
 //! - `telemetry`: logging.
+//! - `systemd`: sd_notify for `Type=notify` (ready, stopping, watchdog).
+//! - `healthcheck`: `appliance healthcheck`; `generate`: man page and completions.
 //!
 //! See ARCHITECTURE.md for the invariants.
 
@@ -42,7 +44,9 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod external_auth;
+pub mod generate;
 pub mod gitsshkey;
+pub mod healthcheck;
 pub mod identity;
 pub mod ingest;
 pub mod jwks_refresh;
@@ -57,6 +61,7 @@ pub mod sdk;
 pub mod server;
 pub mod sign_in;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;
 pub mod trust_files;
 pub mod view_cache;
