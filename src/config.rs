@@ -71,6 +71,26 @@ pub struct Config {
     pub agent: AgentConfig,
     pub identity: IdentityConfig,
     pub logs: LogsConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// `GET /metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` at all (false: it answers 404 like an unknown route).
+    pub enabled: bool,
+    /// When set, scrapes must send `Authorization: Bearer <token>`.
+    pub token: Option<Secret>,
+}
+
+/// A value never shown: its `Debug` is redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
 }
 
 /// Agent logs.
@@ -194,6 +214,15 @@ pub struct RawConfig {
     pub identity: RawIdentity,
     #[serde(default)]
     pub logs: RawLogs,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub enabled: Option<bool>,
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -807,6 +836,12 @@ fn resolve(layered: &Layered) -> Result<(Config, Vec<Entry>), ConfigError> {
         })?,
         retention: r.get("logs.retention", "7d", |v| parse_duration_at_least(v, 0))?,
     };
+    let metrics = MetricsConfig {
+        enabled: r.get("metrics.enabled", "true", parse_bool)?,
+        token: r.get("metrics.token", "", |v| {
+            parse_optional(v, |s| Ok(Secret(s.to_owned())))
+        })?,
+    };
     let config = Config {
         db,
         listen,
@@ -816,6 +851,7 @@ fn resolve(layered: &Layered) -> Result<(Config, Vec<Entry>), ConfigError> {
         agent,
         identity,
         logs,
+        metrics,
     };
     Ok((config, r.entries))
 }
@@ -930,6 +966,11 @@ impl<T: Render> Render for Option<T> {
             Some(v) => v.render(),
             None => serde_json::Value::Null,
         }
+    }
+}
+impl Render for Secret {
+    fn render(&self) -> serde_json::Value {
+        self.0.clone().into()
     }
 }
 impl Render for LogFormat {
@@ -1265,6 +1306,16 @@ impl Loaded {
             out.push_str(&format!("# warning: {warning}\n"));
         }
         out
+    }
+
+    /// Every key's effective value, secrets included (`Null` if unset): for
+    /// telling what changed between two loads. Redact with [`is_secret`]
+    /// before showing any of it.
+    pub fn values(&self) -> BTreeMap<String, serde_json::Value> {
+        self.entries
+            .iter()
+            .map(|e| (e.key.clone(), e.value.clone()))
+            .collect()
     }
 
     /// `{"file": path|null, "keys": {key: {"value", "source"}}, "warnings": [...]}`,

@@ -26,6 +26,9 @@
 //! - `rate_limit`: per-address budget for unauthenticated sign-ins.
 //! - `view_cache`: rendered agent responses, reused while provably current.
 //! - `telemetry`: logging.
+//! - `backup`: the `backup` and `restore` commands (`store::backup` does the copying).
+//! - `metrics`: counters and histograms for `GET /metrics` (Prometheus text).
+//! - `reload`: SIGHUP re-reads the config file and trust material.
 //!
 //! See ARCHITECTURE.md for the invariants.
 
@@ -34,6 +37,7 @@ pub mod agent_select;
 pub mod agent_status;
 pub mod app;
 pub mod auth;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -41,8 +45,10 @@ pub mod identity;
 pub mod ingest;
 pub mod jwks_refresh;
 pub mod manifest;
+pub mod metrics;
 pub mod rate_limit;
 pub mod relay;
+pub mod reload;
 pub mod retention;
 pub mod routes;
 pub mod sdk;

@@ -15,9 +15,12 @@
 //! Nothing here knows HTTP, and nothing outside this module imports rusqlite.
 
 pub mod agents;
+pub mod backup;
 pub mod group;
+pub mod lock;
 pub mod logs;
 pub mod migrate;
+pub mod stats;
 pub mod users;
 pub mod workspaces;
 
