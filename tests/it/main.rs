@@ -16,4 +16,7 @@ mod lifecycle;
 mod logs;
 mod logs_support;
 mod manifest;
+mod metrics;
+mod ops_backup;
+mod reload;
 mod workspaces;
