@@ -777,7 +777,7 @@ fn identity_command(config: &Config, cmd: IdentityCommand, out: &Printer) -> any
                 .with_context(|| format!("installing {}", target.display()))?;
             out.emit(&json!({"installed": target, "keys": kids}), || {
                 format!(
-                    "installed {} key(s) ({}) at {}; restart the server to use them",
+                    "installed {} key(s) ({}) at {}; reload the server (SIGHUP, e.g. systemctl reload appliance) to use them",
                     kids.len(),
                     kids.join(", "),
                     target.display()
