@@ -113,15 +113,33 @@ fn sighup_loads_new_trust_material_and_keeps_open_sockets() {
 }
 
 #[test]
-fn sighup_applies_the_metrics_token() {
+fn sighup_applies_the_metrics_token_and_the_log_filter() {
     let server = TestServer::start_with(Options::default());
     assert_eq!(server.get("/metrics", None).status, 200);
-    std::fs::write(&server.config, "[metrics]\ntoken = \"fresh\"\n").expect("rewrite the config");
+    assert_eq!(server.get("/healthz", None).status, 200);
+    let served = |l: &str| l.contains("served") && l.contains("status=200");
+    assert!(
+        !server.log().iter().any(|l| served(l)),
+        "no request lines at info"
+    );
+    std::fs::write(
+        &server.config,
+        "[log]\nfilter = \"debug\"\n[metrics]\ntoken = \"fresh\"\n",
+    )
+    .expect("rewrite the config");
     let ended = hangup(&server, 1);
     assert!(ended.contains("configuration reloaded"), "{ended}");
     server
         .get("/metrics", None)
         .assert_error(401, "Metrics token required.");
+    assert_eq!(server.get("/healthz", None).status, 200);
+    assert!(
+        server
+            .wait_for_log(Duration::from_secs(10), served)
+            .is_some(),
+        "debug request lines after the reload; log:\n{}",
+        server.log().join("\n")
+    );
     assert!(
         !server.log().join("\n").contains("fresh"),
         "the token is never logged"
