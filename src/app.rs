@@ -5,6 +5,7 @@ use std::sync::{Arc, RwLock};
 use crate::config::Config;
 use crate::identity::Trust;
 use crate::ingest::LogWriter;
+use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 use crate::relay::{self, Hub};
 use crate::sign_in::SignInWriter;
@@ -33,6 +34,8 @@ pub struct App {
     pub external_auth: Arc<Vec<crate::external_auth::Provider>>,
     /// OAuth states in flight and tokens already validated.
     pub external_auth_state: Arc<crate::routes::ExternalAuthState>,
+    /// Counters for `GET /metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 impl App {
@@ -59,6 +62,7 @@ impl App {
         relay::watch_database(&store, hub.clone())?;
         Ok(App {
             identity_limiter: Arc::new(RateLimiter::new(config.identity.rate_limit_per_minute)),
+            metrics: Arc::new(Metrics::new(&config.metrics)),
             config: Arc::new(config),
             trust: Arc::new(RwLock::new(Arc::new(trust))),
             store,

@@ -66,6 +66,21 @@ pub enum Command {
     Migrate,
     /// Print the effective configuration and where each value came from.
     CheckConfig,
+    /// Copy the database to FILE, consistently, while the server runs.
+    Backup {
+        /// The backup file to write (refused if it exists, unless --force).
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Replace the database with a backup (the server must be stopped).
+    Restore {
+        /// A file written by `appliance backup`.
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+    },
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
@@ -298,8 +313,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let out = Printer { format: cli.output };
     match cli.command {
-        Command::Serve(_) => serve(loaded.config),
+        Command::Serve(_) => serve(loaded.config, crate::reload::Source { overrides, env }),
         Command::CheckConfig => check_config(&loaded, &out),
+        Command::Backup { to, force } => {
+            let (json, text) = crate::backup::run_backup(&loaded.config, &to, force)?;
+            out.emit(&json, || text);
+            Ok(())
+        }
+        Command::Restore { from } => {
+            let (json, text) = crate::backup::run_restore(&loaded.config, &from)?;
+            out.emit(&json, || text);
+            Ok(())
+        }
         Command::Migrate => {
             let store = open_store(&loaded.config, false)?;
             let (before, after) = store.migrate()?;
@@ -938,7 +963,7 @@ fn identity_command(config: &Config, cmd: IdentityCommand, out: &Printer) -> any
                 .with_context(|| format!("installing {}", target.display()))?;
             out.emit(&json!({"installed": target, "keys": kids}), || {
                 format!(
-                    "installed {} key(s) ({}) at {}; restart the server to use them",
+                    "installed {} key(s) ({}) at {}; reload the server (SIGHUP, e.g. systemctl reload appliance) to use them",
                     kids.len(),
                     kids.join(", "),
                     target.display()
@@ -1065,8 +1090,8 @@ fn external_auth_command(
 /// The name of the admin created on a new, empty database.
 pub const FIRST_ADMIN: &str = "admin";
 
-fn serve(config: Config) -> anyhow::Result<()> {
-    let _log_output = telemetry::init(
+fn serve(config: Config, source: crate::reload::Source) -> anyhow::Result<()> {
+    let log_output = telemetry::init(
         &config.log.filter,
         config.log.format == config::LogFormat::Json,
     );
@@ -1083,8 +1108,16 @@ fn serve(config: Config) -> anyhow::Result<()> {
             // Derived from an ephemeral port: name the port actually bound.
             config.access_url = format!("http://{}", bound.addr);
         }
-        let (store, schema, config) = tokio::task::spawn_blocking(move || {
-            prepare_database(&config).map(|(store, schema)| (store, schema, config))
+        let (store, schema, config, _db_lock) = tokio::task::spawn_blocking(move || {
+            // Held until the process ends: `restore` and a second `serve` refuse meanwhile.
+            let lock = store::lock::try_lock(&config.db).map_err(|e| match e {
+                store::lock::LockError::Held { .. } => anyhow::anyhow!(
+                    "another appliance server is serving {}: stop it first, or pass another --db",
+                    config.db.display()
+                ),
+                store::lock::LockError::Store(e) => e.into(),
+            })?;
+            prepare_database(&config).map(|(store, schema)| (store, schema, config, lock))
         })
         .await
         .context("database setup task")??;
@@ -1097,6 +1130,9 @@ fn serve(config: Config) -> anyhow::Result<()> {
         }
         let notifier = crate::systemd::Notifier::from_env();
         let shutdown = notifier.clone().stopping_after(server::shutdown_signal()?);
+        // Installed before the announcement: SIGHUP's default action would end the process.
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("listening for SIGHUP")?;
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             db = %config.db.display(),
@@ -1111,11 +1147,25 @@ fn serve(config: Config) -> anyhow::Result<()> {
         }
         let jwks_url = config.identity.gcp.jwks_url.clone();
         let base_trust = trust.trust.clone();
+        let startup = config::load(&source.overrides, &source.env)
+            .map(|l| l.values())
+            .unwrap_or_default();
         let app = App::start(store, config, trust.trust)?;
         tokio::spawn(crate::retention::run(app.clone()));
+        let mut gcp_base = None;
         if let Some(url) = jwks_url {
-            tokio::spawn(crate::jwks_refresh::run(app.clone(), base_trust, url));
+            let (tx, rx) = tokio::sync::watch::channel(base_trust);
+            gcp_base = Some(tx);
+            tokio::spawn(crate::jwks_refresh::run(app.clone(), rx, url));
         }
+        let reloader = crate::reload::Reloader {
+            source,
+            app: app.clone(),
+            log_filter: log_output.filter_handle(),
+            gcp_base,
+            startup,
+        };
+        tokio::spawn(reloader.run(hangup));
         notifier.ready(&format!("listening on http://{}", bound.addr));
         tokio::spawn(notifier.watchdog());
         server::run(bound, app, shutdown).await

@@ -76,6 +76,26 @@ pub struct Config {
     /// `[[external_auth]]` providers, in file order (file only; checked with
     /// `external_auth::provider`, secrets read from their files).
     pub external_auth: Vec<crate::external_auth::ProviderSpec>,
+    pub metrics: MetricsConfig,
+}
+
+/// `GET /metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` at all (false: it answers 404 like an unknown route).
+    pub enabled: bool,
+    /// When set, scrapes must send `Authorization: Bearer <token>`.
+    pub token: Option<Secret>,
+}
+
+/// A value never shown: its `Debug` is redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
 }
 
 /// Agent logs.
@@ -200,6 +220,8 @@ pub struct RawConfig {
     pub identity: RawIdentity,
     #[serde(default)]
     pub logs: RawLogs,
+    #[serde(default)]
+    pub metrics: RawMetrics,
     /// `[[external_auth]]`: a list of tables, so not a dotted key (no
     /// environment variable or flag sets it); left out of the key listing.
     #[serde(default, skip_serializing)]
@@ -222,6 +244,13 @@ pub struct RawExternalAuth {
     pub validate_url: Option<String>,
     pub scopes: Option<Vec<String>>,
     pub regex: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub enabled: Option<bool>,
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -918,6 +947,12 @@ fn resolve(layered: &Layered) -> Result<(Config, Vec<Entry>), ConfigError> {
     let ssh_keygen_algorithm = r.get("ssh_keygen_algorithm", "ed25519", |v| {
         expect_str(v, "\"ed25519\", \"ecdsa\" or \"rsa4096\"")?.parse()
     })?;
+    let metrics = MetricsConfig {
+        enabled: r.get("metrics.enabled", "true", parse_bool)?,
+        token: r.get("metrics.token", "", |v| {
+            parse_optional(v, |s| Ok(Secret(s.to_owned())))
+        })?,
+    };
     let config = Config {
         db,
         listen,
@@ -929,6 +964,7 @@ fn resolve(layered: &Layered) -> Result<(Config, Vec<Entry>), ConfigError> {
         logs,
         ssh_keygen_algorithm,
         external_auth: Vec::new(),
+        metrics,
     };
     Ok((config, r.entries))
 }
@@ -1043,6 +1079,11 @@ impl<T: Render> Render for Option<T> {
             Some(v) => v.render(),
             None => serde_json::Value::Null,
         }
+    }
+}
+impl Render for Secret {
+    fn render(&self) -> serde_json::Value {
+        self.0.clone().into()
     }
 }
 impl Render for LogFormat {
@@ -1386,6 +1427,16 @@ impl Loaded {
             out.push_str(&format!("# warning: {warning}\n"));
         }
         out
+    }
+
+    /// Every key's effective value, secrets included (`Null` if unset): for
+    /// telling what changed between two loads. Redact with [`is_secret`]
+    /// before showing any of it.
+    pub fn values(&self) -> BTreeMap<String, serde_json::Value> {
+        self.entries
+            .iter()
+            .map(|e| (e.key.clone(), e.value.clone()))
+            .collect()
     }
 
     /// `{"file": path|null, "keys": {key: {"value", "source"}}, "warnings": [...]}`,

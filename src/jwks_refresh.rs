@@ -80,28 +80,40 @@ fn with_fetched(base: &Trust, jwks: &[u8]) -> anyhow::Result<(Trust, usize)> {
     Ok((trust, added))
 }
 
-/// Runs until the process ends: fetch, swap, sleep, repeat.
-pub async fn run(app: App, base: Trust, url: String) {
+/// Runs until the process ends: fetch, swap, sleep, repeat. `base` is the
+/// trust material loaded from files; when it changes (SIGHUP reload), the
+/// last fetched keys are added to the new base and swapped in at once.
+pub async fn run(app: App, mut base: tokio::sync::watch::Receiver<Trust>, url: String) {
+    let mut last_fetched: Option<Vec<u8>> = None;
     loop {
         let u = url.clone();
         let fetched = tokio::task::spawn_blocking(move || fetch(&u)).await;
         let wait = match fetched {
-            Ok(Ok((body, cache_control))) => match with_fetched(&base, &body) {
-                Ok((trust, keys)) => {
-                    app.set_trust(trust);
-                    let wait = refresh_interval(cache_control.as_deref());
-                    tracing::info!(url, keys, next_in_s = wait.as_secs(), "fetched Google JWKS");
-                    wait
+            Ok(Ok((body, cache_control))) => {
+                let current = base.borrow_and_update().clone();
+                match with_fetched(&current, &body) {
+                    Ok((trust, keys)) => {
+                        app.set_trust(trust);
+                        last_fetched = Some(body);
+                        let wait = refresh_interval(cache_control.as_deref());
+                        tracing::info!(
+                            url,
+                            keys,
+                            next_in_s = wait.as_secs(),
+                            "fetched Google JWKS"
+                        );
+                        wait
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            url,
+                            error = format!("{e:#}"),
+                            "ignoring the fetched Google JWKS"
+                        );
+                        RETRY_AFTER_FAILURE
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(
-                        url,
-                        error = format!("{e:#}"),
-                        "ignoring the fetched Google JWKS"
-                    );
-                    RETRY_AFTER_FAILURE
-                }
-            },
+            }
             Ok(Err(e)) => {
                 tracing::warn!(
                     url,
@@ -115,7 +127,25 @@ pub async fn run(app: App, base: Trust, url: String) {
                 RETRY_AFTER_FAILURE
             }
         };
-        tokio::time::sleep(wait).await;
+        let next = tokio::time::Instant::now() + wait;
+        let mut watching = true;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => break,
+                changed = base.changed(), if watching => {
+                    if changed.is_err() {
+                        watching = false;
+                        continue;
+                    }
+                    let current = base.borrow_and_update().clone();
+                    let trust = match &last_fetched {
+                        Some(body) => with_fetched(&current, body).map(|(t, _)| t).unwrap_or(current),
+                        None => current,
+                    };
+                    app.set_trust(trust);
+                }
+            }
+        }
     }
 }
 

@@ -32,6 +32,9 @@
 //! - `telemetry`: logging.
 //! - `systemd`: sd_notify for `Type=notify` (ready, stopping, watchdog).
 //! - `healthcheck`: `appliance healthcheck`; `generate`: man page and completions.
+//! - `backup`: the `backup` and `restore` commands (`store::backup` does the copying).
+//! - `metrics`: counters and histograms for `GET /metrics` (Prometheus text).
+//! - `reload`: SIGHUP re-reads the config file and trust material.
 //!
 //! See ARCHITECTURE.md for the invariants.
 
@@ -40,6 +43,7 @@ pub mod agent_select;
 pub mod agent_status;
 pub mod app;
 pub mod auth;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -51,9 +55,11 @@ pub mod identity;
 pub mod ingest;
 pub mod jwks_refresh;
 pub mod manifest;
+pub mod metrics;
 pub mod oauth_client;
 pub mod rate_limit;
 pub mod relay;
+pub mod reload;
 pub mod retention;
 pub mod routes;
 pub mod sanitize;

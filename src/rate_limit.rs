@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub const WINDOW: Duration = Duration::from_secs(60);
@@ -18,7 +19,7 @@ const SWEEP_AT: usize = 4096;
 const HARD_CAP: usize = 65_536;
 
 pub struct RateLimiter {
-    limit: u32,
+    limit: AtomicU32,
     windows: Mutex<Windows>,
 }
 
@@ -35,7 +36,7 @@ impl RateLimiter {
     /// `limit` requests per address per minute; 0 turns the limit off.
     pub fn new(limit: u32) -> RateLimiter {
         RateLimiter {
-            limit,
+            limit: AtomicU32::new(limit),
             windows: Mutex::new(Windows {
                 by_addr: HashMap::new(),
                 next_sweep: SWEEP_AT,
@@ -44,12 +45,18 @@ impl RateLimiter {
     }
 
     pub fn limit(&self) -> u32 {
-        self.limit
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Changes the limit for every later request (SIGHUP reload).
+    pub fn set_limit(&self, limit: u32) {
+        self.limit.store(limit, Ordering::Relaxed);
     }
 
     /// Counts one request from `addr`; `Err(retry_after)` when over the limit.
     pub fn check(&self, addr: IpAddr, now: Instant) -> Result<(), Duration> {
-        if self.limit == 0 {
+        let limit = self.limit();
+        if limit == 0 {
             return Ok(());
         }
         let mut windows = self
@@ -69,7 +76,7 @@ impl RateLimiter {
         if now.duration_since(entry.0) >= WINDOW {
             *entry = (now, 0);
         }
-        if entry.1 >= self.limit {
+        if entry.1 >= limit {
             return Err(WINDOW.saturating_sub(now.duration_since(entry.0)));
         }
         entry.1 += 1;

@@ -38,7 +38,12 @@ pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
             .and(warp::body::stream())
             .and(with_app(app))
             .then(move |addr: Option<SocketAddr>, body, app: App| async move {
-                respond(sign_in(app, cloud, addr, body).await)
+                let answer = sign_in(app.clone(), cloud, addr, body).await;
+                let status = answer
+                    .as_ref()
+                    .map_or_else(|e| e.status.as_u16(), |r| r.status().as_u16());
+                app.metrics.sign_in(cloud.as_str(), status);
+                respond(answer)
             })
             .boxed()
     };

@@ -121,19 +121,24 @@ async fn patch_logs(
     }
     let source = (!req.log_source_id.is_nil()).then_some(req.log_source_id);
     let count = lines.len();
+    let bytes = lines.iter().map(|l| l.bytes).sum();
     match app.logs.submit(agent.id, source, lines).await {
-        Ok(Outcome::Stored { .. }) => Ok(json_response(
-            StatusCode::OK,
-            &crate::sdk::Response {
-                message: format!(
-                    "Stored {count} log line{}.",
-                    if count == 1 { "" } else { "s" }
-                ),
-                detail: None,
-                validations: Vec::new(),
-            },
-        )),
+        Ok(Outcome::Stored { .. }) => {
+            app.metrics.logs_ingested(count, bytes);
+            Ok(json_response(
+                StatusCode::OK,
+                &crate::sdk::Response {
+                    message: format!(
+                        "Stored {count} log line{}.",
+                        if count == 1 { "" } else { "s" }
+                    ),
+                    detail: None,
+                    validations: Vec::new(),
+                },
+            ))
+        }
         Ok(Outcome::OverCap { was_overflowed }) => {
+            app.metrics.log_overflow();
             let err = ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Logs limit exceeded");
             Err(if was_overflowed {
                 err.detail(format!(
@@ -408,6 +413,7 @@ async fn send_rows(
 /// buffered here: a slow client just reads later lines from the database
 /// later, and one that stalls is closed.
 async fn follow(app: App, agent_id: Uuid, after: i64, socket: Socket) {
+    let _open = app.metrics.stream_opened(crate::metrics::Stream::WebSocket);
     let mut new_logs = app.hub.subscribe_logs(agent_id);
     let mut database = app.hub.subscribe_database();
     let (mut tx, mut rx) = socket.split();

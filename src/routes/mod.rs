@@ -14,6 +14,7 @@ mod health;
 mod instance_identity;
 mod log_sources;
 mod logs;
+mod metrics;
 mod reinit;
 mod session;
 
@@ -27,7 +28,10 @@ use crate::error;
 
 /// Every route, the rejection handler, and per-request logging.
 pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
+    let counters = app.metrics.clone();
     health::routes()
+        .or(metrics::routes(app))
+        .unify()
         .or(instance_identity::routes(app))
         .unify()
         .or(log_sources::routes(app))
@@ -46,7 +50,14 @@ pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
         .unify()
         .recover(error::recover)
         .unify()
-        .with(warp::log::custom(log_request))
+        .with(warp::log::custom(move |info: warp::log::Info<'_>| {
+            counters.record_request(
+                &route_template(info.path()),
+                info.status().as_u16(),
+                info.elapsed(),
+            );
+            log_request(info)
+        }))
         .with(warp::trace(|info| {
             tracing::info_span!("request", method = %info.method(), route = %route_template(info.path()))
         }))

@@ -130,6 +130,8 @@ async fn reinit(
 ) -> Result<Response, ApiError> {
     let agent = agent_before_body(&app, token.as_deref())?;
     let workspace_id = agent.workspace_id;
+    // Counted as an open SSE stream from here until the body is dropped.
+    let open = app.metrics.stream_opened(crate::metrics::Stream::Sse);
     let wait = query
         .iter()
         .rev()
@@ -186,12 +188,13 @@ async fn reinit(
             changes,
             sent_claim,
             tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY),
+            open,
         ),
-        move |(app, mut changes, mut sent, mut ping)| async move {
+        move |(app, mut changes, mut sent, mut ping, open)| async move {
             loop {
                 tokio::select! {
                     _ = ping.tick() => {
-                        return Some((Ok::<_, std::convert::Infallible>(sse_event(None)), (app, changes, sent, ping)));
+                        return Some((Ok::<_, std::convert::Infallible>(sse_event(None)), (app, changes, sent, ping, open)));
                     }
                     changed = changes.changed(), if !sent => {
                         if changed.is_err() {
@@ -207,7 +210,7 @@ async fn reinit(
                         if latest.number > baseline && latest.prebuild_claim && latest.job_status == "succeeded" {
                             sent = true;
                             let e = sse_event(Some(&claimed(workspace_id, owner)));
-                            return Some((Ok(e), (app, changes, sent, ping)));
+                            return Some((Ok(e), (app, changes, sent, ping, open)));
                         }
                     }
                 }

@@ -15,10 +15,13 @@
 //! Nothing here knows HTTP, and nothing outside this module imports rusqlite.
 
 pub mod agents;
+pub mod backup;
 pub mod external_auth;
 pub mod group;
+pub mod lock;
 pub mod logs;
 pub mod migrate;
+pub mod stats;
 pub mod users;
 pub mod workspaces;
 

@@ -617,6 +617,18 @@ impl TestServer {
     pub fn get_agent(&self, id: &str, token: &str) -> Resp {
         self.get(&format!("/api/v2/workspaceagents/{id}"), Some(token))
     }
+
+    /// Sends `sig` (e.g. `-HUP`) to the running server.
+    pub fn signal(&self, sig: &str) {
+        let child = self.child.as_ref().expect("the server is running");
+        signal(child.id(), sig);
+    }
+
+    /// Waits (at most `timeout`) for a log line for which `pred` holds, and
+    /// returns it; `None` if the server stopped logging or time ran out.
+    pub fn wait_for_log(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        self.log.wait_for(timeout, pred)
+    }
 }
 
 impl Drop for TestServer {

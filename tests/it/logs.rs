@@ -1208,9 +1208,16 @@ fn follow_under_concurrent_writers_sees_every_line_once_in_order() {
     fx.store(&["backlog 1", "backlog 2", "backlog 3"]);
     let backlog = fx.logs("");
 
-    // One follower before the writers start, one while they write.
-    let early = Follower::start(&fx.server, &fx.agent, &fx.key, "");
-    let early = std::thread::spawn(move || read_until(early, "the end"));
+    // One follower before the writers start (its backlog frame read first: the
+    // server reads the backlog once the upgrade completes, which may be after
+    // the handshake returns here), one while they write.
+    let mut early = Follower::start(&fx.server, &fx.agent, &fx.key, "");
+    let early_backlog = early.frame(FRAME_WAIT);
+    let early = std::thread::spawn(move || {
+        let mut frames = vec![early_backlog];
+        frames.extend(read_until(early, "the end"));
+        frames
+    });
     let url = fx.server.url(PATCH_LOGS);
     let go = Arc::new(std::sync::Barrier::new(WRITERS + 1));
     let writers: Vec<_> = (0..WRITERS)
@@ -1257,7 +1264,8 @@ fn follow_under_concurrent_writers_sees_every_line_once_in_order() {
         for (i, f) in frames.iter().enumerate().skip(1) {
             assert!(
                 !f.is_empty(),
-                "{name}: frame {i} after the backlog is empty"
+                "{name}: frame {i} after the backlog is empty (frame sizes: {:?})",
+                frames.iter().map(Vec::len).collect::<Vec<_>>()
             );
             assert!(f.len() <= 1000, "{name}: frame {i} has {} lines", f.len());
         }

@@ -1,0 +1,641 @@
+//! Counters, gauges and latency histograms for `GET /metrics`, rendered in
+//! Prometheus' text exposition format (version 0.0.4) by hand.
+//!
+//! Everything on the request path is an atomic add: per-route entries are
+//! created once (the known routes at start) and found under a read lock.
+//! Labels are bounded: a route label is one of [`ROUTES`], a template that
+//! has answered below 400 (at most [`MAX_LEARNED_ROUTES`] of them, so routes
+//! added later are counted under their own name), or `other` (unknown paths,
+//! scanners). Figures that live in the database (live agents, file size) are
+//! read at scrape time by the caller and passed to [`Metrics::render`].
+//!
+//! This module knows neither warp nor SQL.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::config::MetricsConfig;
+
+/// The route templates served (see `routes::route_template`).
+pub const ROUTES: &[&str] = &[
+    "/healthz",
+    "/metrics",
+    "/api/v2/workspaceagents/{workspaceagent}",
+    "/api/v2/workspaceagents/{workspaceagent}/logs",
+    "/api/v2/workspaceagents/{workspaceagent}/startup-logs",
+    "/api/v2/workspaceagents/aws-instance-identity",
+    "/api/v2/workspaceagents/azure-instance-identity",
+    "/api/v2/workspaceagents/google-instance-identity",
+    "/api/v2/workspaceagents/me/log-source",
+    "/api/v2/workspaceagents/me/logs",
+    "/api/v2/workspaceagents/me/app-status",
+    "/api/v2/workspaceagents/me/external-auth",
+    "/api/v2/workspaceagents/me/gitauth",
+    "/api/v2/workspaceagents/me/gitsshkey",
+    "/api/v2/workspaceagents/me/reinit",
+];
+/// Templates outside [`ROUTES`] counted under their own name, at most.
+pub const MAX_LEARNED_ROUTES: usize = 32;
+/// The label of every other path.
+pub const OTHER_ROUTE: &str = "other";
+
+/// Upper bounds of the latency buckets, in seconds (`+Inf` is implied).
+pub const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+pub const CLOUDS: [&str; 3] = ["aws", "azure", "google"];
+/// Sign-in outcomes, by the answer's status: 200 `success`, 401
+/// `invalid_proof`, 404/409 `no_matching_agent`, 429 `rate_limited`, other
+/// 4xx `bad_request` (malformed bodies and proofs, an agent not in the latest
+/// build), 5xx `error`.
+pub const OUTCOMES: [&str; 6] = [
+    "success",
+    "invalid_proof",
+    "no_matching_agent",
+    "rate_limited",
+    "bad_request",
+    "error",
+];
+
+/// Statuses counted individually: 100..=599.
+const STATUSES: usize = 500;
+
+struct RouteStats {
+    /// Index: status - 100.
+    statuses: Vec<AtomicU64>,
+    /// Non-cumulative; the last one is `+Inf`.
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl RouteStats {
+    fn new() -> RouteStats {
+        RouteStats {
+            statuses: (0..STATUSES).map(|_| AtomicU64::new(0)).collect(),
+            buckets: Default::default(),
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    fn record(&self, status: u16, latency: Duration) {
+        let i = usize::from(status.clamp(100, 599)) - 100;
+        self.statuses[i].fetch_add(1, Relaxed);
+        let secs = latency.as_secs_f64();
+        let b = BUCKETS
+            .iter()
+            .position(|le| secs <= *le)
+            .unwrap_or(BUCKETS.len());
+        self.buckets[b].fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add(
+            latency.as_micros().min(u128::from(u64::MAX)) as u64,
+            Relaxed,
+        );
+        self.count.fetch_add(1, Relaxed);
+    }
+}
+
+/// Who may scrape.
+#[derive(Clone)]
+struct Access {
+    enabled: bool,
+    /// SHA-256 of the token, so comparing takes the same time however much matches.
+    token: Option<[u8; 32]>,
+}
+
+/// Why a scrape is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// `metrics.enabled = false`: answer as for an unknown route.
+    Disabled,
+    /// A token is configured and the request did not carry it.
+    Unauthorized,
+}
+
+/// Which kind of long-lived stream is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    WebSocket,
+    Sse,
+}
+
+pub struct Metrics {
+    routes: RwLock<HashMap<String, Arc<RouteStats>>>,
+    learned: AtomicU64,
+    log_lines: AtomicU64,
+    log_bytes: AtomicU64,
+    log_overflows: AtomicU64,
+    sign_ins: [[AtomicU64; OUTCOMES.len()]; CLOUDS.len()],
+    websockets: Arc<AtomicI64>,
+    sse: Arc<AtomicI64>,
+    access: RwLock<Access>,
+}
+
+/// Counts an open stream until dropped.
+pub struct StreamGuard(Arc<AtomicI64>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+impl Metrics {
+    pub fn new(config: &MetricsConfig) -> Metrics {
+        let routes = ROUTES
+            .iter()
+            .map(|r| ((*r).to_owned(), Arc::new(RouteStats::new())))
+            .chain([(OTHER_ROUTE.to_owned(), Arc::new(RouteStats::new()))])
+            .collect();
+        let m = Metrics {
+            routes: RwLock::new(routes),
+            learned: AtomicU64::new(0),
+            log_lines: AtomicU64::new(0),
+            log_bytes: AtomicU64::new(0),
+            log_overflows: AtomicU64::new(0),
+            sign_ins: Default::default(),
+            websockets: Arc::new(AtomicI64::new(0)),
+            sse: Arc::new(AtomicI64::new(0)),
+            access: RwLock::new(Access {
+                enabled: true,
+                token: None,
+            }),
+        };
+        m.configure(config);
+        m
+    }
+
+    /// Applies `metrics.enabled` and `metrics.token` (at start and on reload).
+    pub fn configure(&self, config: &MetricsConfig) {
+        *self.access.write().unwrap_or_else(|p| p.into_inner()) = Access {
+            enabled: config.enabled,
+            token: config.token.as_ref().map(|t| digest(&t.0)),
+        };
+    }
+
+    /// Whether a scrape with this `Authorization` header value may read.
+    pub fn check_access(&self, authorization: Option<&str>) -> Result<(), Denied> {
+        let access = self
+            .access
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if !access.enabled {
+            return Err(Denied::Disabled);
+        }
+        let Some(want) = access.token else {
+            return Ok(());
+        };
+        let given = authorization
+            .and_then(|h| {
+                let (scheme, rest) = h.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+            })
+            .map(digest);
+        if given == Some(want) {
+            Ok(())
+        } else {
+            Err(Denied::Unauthorized)
+        }
+    }
+
+    /// One answered request: its route template, status and latency.
+    pub fn record_request(&self, template: &str, status: u16, latency: Duration) {
+        if let Some(stats) = self
+            .routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(template)
+        {
+            stats.record(status, latency);
+            return;
+        }
+        self.learn(template, status).record(status, latency);
+    }
+
+    /// The entry for a template not seen before: its own once it answers
+    /// below 400 (while there is room), `other` otherwise.
+    fn learn(&self, template: &str, status: u16) -> Arc<RouteStats> {
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(stats) = routes.get(template) {
+            return stats.clone();
+        }
+        if status < 400 && (self.learned.load(Relaxed) as usize) < MAX_LEARNED_ROUTES {
+            self.learned.fetch_add(1, Relaxed);
+            let stats = Arc::new(RouteStats::new());
+            routes.insert(template.to_owned(), stats.clone());
+            return stats;
+        }
+        routes
+            .get(OTHER_ROUTE)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(RouteStats::new()))
+    }
+
+    /// A stored log batch.
+    pub fn logs_ingested(&self, lines: usize, bytes: i64) {
+        self.log_lines.fetch_add(lines as u64, Relaxed);
+        self.log_bytes.fetch_add(bytes.max(0) as u64, Relaxed);
+    }
+
+    /// A log batch refused for crossing the agent's cap.
+    pub fn log_overflow(&self) {
+        self.log_overflows.fetch_add(1, Relaxed);
+    }
+
+    /// An instance-identity sign-in answered with `status`.
+    pub fn sign_in(&self, cloud: &str, status: u16) {
+        let outcome = match status {
+            200..=299 => 0,
+            401 => 1,
+            404 | 409 => 2,
+            429 => 3,
+            400..=499 => 4,
+            _ => 5,
+        };
+        if let Some(c) = CLOUDS.iter().position(|c| *c == cloud) {
+            self.sign_ins[c][outcome].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts a stream as open until the guard is dropped.
+    pub fn stream_opened(&self, kind: Stream) -> StreamGuard {
+        let gauge = match kind {
+            Stream::WebSocket => &self.websockets,
+            Stream::Sse => &self.sse,
+        };
+        gauge.fetch_add(1, Relaxed);
+        StreamGuard(gauge.clone())
+    }
+
+    /// The exposition text. `live_agents` is `None` when it could not be read.
+    pub fn render(&self, live_agents: Option<i64>, database_bytes: u64) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        let w = &mut out;
+        header(w, "appliance_build_info", "gauge", "The running version.");
+        line(
+            w,
+            "appliance_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))],
+            1,
+        );
+
+        let routes: Vec<(String, Arc<RouteStats>)> = {
+            let map = self.routes.read().unwrap_or_else(|p| p.into_inner());
+            let mut v: Vec<_> = map.iter().map(|(k, s)| (k.clone(), s.clone())).collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        header(
+            w,
+            "appliance_http_requests_total",
+            "counter",
+            "HTTP requests answered, by route template and status.",
+        );
+        for (route, stats) in &routes {
+            for (i, n) in stats.statuses.iter().enumerate() {
+                let n = n.load(Relaxed);
+                if n > 0 {
+                    let status = (i + 100).to_string();
+                    line(
+                        w,
+                        "appliance_http_requests_total",
+                        &[("route", route), ("status", &status)],
+                        n,
+                    );
+                }
+            }
+        }
+        header(
+            w,
+            "appliance_http_request_duration_seconds",
+            "histogram",
+            "Time to answer (headers sent), by route template.",
+        );
+        for (route, stats) in &routes {
+            let count = stats.count.load(Relaxed);
+            if count == 0 {
+                continue;
+            }
+            let mut cumulative = 0;
+            for (i, b) in stats.buckets.iter().enumerate() {
+                cumulative += b.load(Relaxed);
+                let le = BUCKETS.get(i).map_or("+Inf".to_owned(), |v| v.to_string());
+                line(
+                    w,
+                    "appliance_http_request_duration_seconds_bucket",
+                    &[("route", route), ("le", &le)],
+                    cumulative,
+                );
+            }
+            let sum = stats.sum_micros.load(Relaxed) as f64 / 1e6;
+            line_f(
+                w,
+                "appliance_http_request_duration_seconds_sum",
+                &[("route", route)],
+                sum,
+            );
+            // The count equals the +Inf bucket read above (not re-read: a request
+            // finishing meanwhile must not make them disagree).
+            line(
+                w,
+                "appliance_http_request_duration_seconds_count",
+                &[("route", route)],
+                cumulative,
+            );
+        }
+
+        for (name, help, v) in [
+            (
+                "appliance_log_lines_ingested_total",
+                "Agent log lines stored.",
+                &self.log_lines,
+            ),
+            (
+                "appliance_log_bytes_ingested_total",
+                "Bytes of agent log output stored (before long lines are cut).",
+                &self.log_bytes,
+            ),
+            (
+                "appliance_log_overflows_total",
+                "Log batches refused because the agent's log cap was reached.",
+                &self.log_overflows,
+            ),
+        ] {
+            header(w, name, "counter", help);
+            line(w, name, &[], v.load(Relaxed));
+        }
+
+        header(
+            w,
+            "appliance_instance_identity_signins_total",
+            "counter",
+            "Instance-identity sign-ins, by cloud and outcome.",
+        );
+        for (c, cloud) in CLOUDS.iter().enumerate() {
+            for (o, outcome) in OUTCOMES.iter().enumerate() {
+                line(
+                    w,
+                    "appliance_instance_identity_signins_total",
+                    &[("cloud", cloud), ("outcome", outcome)],
+                    self.sign_ins[c][o].load(Relaxed),
+                );
+            }
+        }
+
+        if let Some(agents) = live_agents {
+            header(
+                w,
+                "appliance_agents_live",
+                "gauge",
+                "Agents of workspaces' latest builds.",
+            );
+            line_i(w, "appliance_agents_live", &[], agents);
+        }
+        header(
+            w,
+            "appliance_streams_open",
+            "gauge",
+            "Open long-lived streams (log-follow WebSockets, server-sent events).",
+        );
+        line_i(
+            w,
+            "appliance_streams_open",
+            &[("kind", "websocket")],
+            self.websockets.load(Relaxed),
+        );
+        line_i(
+            w,
+            "appliance_streams_open",
+            &[("kind", "sse")],
+            self.sse.load(Relaxed),
+        );
+        header(
+            w,
+            "appliance_database_size_bytes",
+            "gauge",
+            "Bytes on disk of the database file and its write-ahead log.",
+        );
+        line(w, "appliance_database_size_bytes", &[], database_bytes);
+        out
+    }
+}
+
+fn header(w: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(w, "# HELP {name} {help}");
+    let _ = writeln!(w, "# TYPE {name} {kind}");
+}
+
+fn labels(w: &mut String, name: &str, labels: &[(&str, &str)]) {
+    w.push_str(name);
+    if labels.is_empty() {
+        return;
+    }
+    w.push('{');
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            w.push(',');
+        }
+        w.push_str(k);
+        w.push_str("=\"");
+        for ch in v.chars() {
+            match ch {
+                '\\' => w.push_str("\\\\"),
+                '"' => w.push_str("\\\""),
+                '\n' => w.push_str("\\n"),
+                c => w.push(c),
+            }
+        }
+        w.push('"');
+    }
+    w.push('}');
+}
+
+fn line(w: &mut String, name: &str, l: &[(&str, &str)], value: u64) {
+    labels(w, name, l);
+    let _ = writeln!(w, " {value}");
+}
+
+fn line_i(w: &mut String, name: &str, l: &[(&str, &str)], value: i64) {
+    labels(w, name, l);
+    let _ = writeln!(w, " {value}");
+}
+
+fn line_f(w: &mut String, name: &str, l: &[(&str, &str)], value: f64) {
+    labels(w, name, l);
+    let _ = writeln!(w, " {value}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    fn metrics(token: Option<&str>) -> Metrics {
+        Metrics::new(&MetricsConfig {
+            enabled: true,
+            token: token.map(|t| Secret(t.to_owned())),
+        })
+    }
+
+    fn value(text: &str, series: &str) -> Option<String> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ').map(str::to_owned))
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_match_the_count() {
+        let m = metrics(None);
+        let r = "/healthz";
+        m.record_request(r, 200, Duration::from_micros(300));
+        m.record_request(r, 200, Duration::from_millis(3));
+        m.record_request(r, 503, Duration::from_secs(20));
+        let text = m.render(Some(2), 4096);
+        let b = |le: &str| {
+            value(
+                &text,
+                &format!(
+                    "appliance_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"{le}\"}}"
+                ),
+            )
+        };
+        assert_eq!(b("0.0005").as_deref(), Some("1"));
+        assert_eq!(b("0.0025").as_deref(), Some("1"));
+        assert_eq!(b("0.005").as_deref(), Some("2"));
+        assert_eq!(b("10").as_deref(), Some("2"));
+        assert_eq!(b("+Inf").as_deref(), Some("3"));
+        assert_eq!(
+            value(
+                &text,
+                "appliance_http_request_duration_seconds_count{route=\"/healthz\"}"
+            )
+            .as_deref(),
+            Some("3")
+        );
+        assert_eq!(
+            value(
+                &text,
+                "appliance_http_requests_total{route=\"/healthz\",status=\"503\"}"
+            )
+            .as_deref(),
+            Some("1")
+        );
+        assert_eq!(value(&text, "appliance_agents_live").as_deref(), Some("2"));
+        assert_eq!(
+            value(&text, "appliance_database_size_bytes").as_deref(),
+            Some("4096")
+        );
+    }
+
+    #[test]
+    fn unknown_paths_share_one_label_and_new_routes_are_learned_when_they_succeed() {
+        let m = metrics(None);
+        for i in 0..100 {
+            m.record_request(&format!("/scan/{i}"), 404, Duration::ZERO);
+        }
+        m.record_request("/api/v2/workspaceagents/me/manifest", 200, Duration::ZERO);
+        m.record_request("/api/v2/workspaceagents/me/manifest", 401, Duration::ZERO);
+        let text = m.render(None, 0);
+        assert_eq!(
+            value(
+                &text,
+                "appliance_http_requests_total{route=\"other\",status=\"404\"}"
+            )
+            .as_deref(),
+            Some("100")
+        );
+        assert!(text.contains(
+            "appliance_http_requests_total{route=\"/api/v2/workspaceagents/me/manifest\",status=\"401\"} 1"
+        ));
+        assert!(!text.contains("/scan/"));
+        assert!(
+            !text.contains("appliance_agents_live"),
+            "omitted when unknown"
+        );
+        for i in 0..(MAX_LEARNED_ROUTES + 5) {
+            m.record_request(&format!("/new/{i}"), 200, Duration::ZERO);
+        }
+        let routes = m.routes.read().expect("lock").len();
+        assert_eq!(routes, ROUTES.len() + 1 + MAX_LEARNED_ROUTES);
+    }
+
+    #[test]
+    fn sign_in_outcomes_follow_the_status() {
+        let m = metrics(None);
+        for status in [200, 401, 401, 404, 409, 429, 400, 413, 500] {
+            m.sign_in("google", status);
+        }
+        m.sign_in("nowhere", 200);
+        let text = m.render(None, 0);
+        let v = |outcome: &str| {
+            value(
+                &text,
+                &format!(
+                    "appliance_instance_identity_signins_total{{cloud=\"google\",outcome=\"{outcome}\"}}"
+                ),
+            )
+        };
+        assert_eq!(v("success").as_deref(), Some("1"));
+        assert_eq!(v("invalid_proof").as_deref(), Some("2"));
+        assert_eq!(v("no_matching_agent").as_deref(), Some("2"));
+        assert_eq!(v("rate_limited").as_deref(), Some("1"));
+        assert_eq!(v("bad_request").as_deref(), Some("2"));
+        assert_eq!(v("error").as_deref(), Some("1"));
+        assert!(text.contains(
+            "appliance_instance_identity_signins_total{cloud=\"aws\",outcome=\"success\"} 0"
+        ));
+    }
+
+    #[test]
+    fn streams_are_counted_while_open() {
+        let m = metrics(None);
+        let a = m.stream_opened(Stream::WebSocket);
+        let b = m.stream_opened(Stream::WebSocket);
+        drop(a);
+        let text = m.render(None, 0);
+        assert!(text.contains("appliance_streams_open{kind=\"websocket\"} 1\n"));
+        assert!(text.contains("appliance_streams_open{kind=\"sse\"} 0\n"));
+        drop(b);
+        assert!(
+            m.render(None, 0)
+                .contains("appliance_streams_open{kind=\"websocket\"} 0\n")
+        );
+    }
+
+    #[test]
+    fn the_token_gate() {
+        assert_eq!(metrics(None).check_access(None), Ok(()));
+        let m = metrics(Some("s3cret"));
+        assert_eq!(m.check_access(None), Err(Denied::Unauthorized));
+        assert_eq!(
+            m.check_access(Some("Bearer wrong")),
+            Err(Denied::Unauthorized)
+        );
+        assert_eq!(m.check_access(Some("s3cret")), Err(Denied::Unauthorized));
+        assert_eq!(m.check_access(Some("Bearer s3cret")), Ok(()));
+        assert_eq!(m.check_access(Some("bearer  s3cret ")), Ok(()));
+        m.configure(&MetricsConfig {
+            enabled: false,
+            token: None,
+        });
+        assert_eq!(m.check_access(None), Err(Denied::Disabled));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut s = String::new();
+        line(&mut s, "x", &[("route", "a\"b\\c\nd")], 1);
+        assert_eq!(s, "x{route=\"a\\\"b\\\\c\\nd\"} 1\n");
+    }
+}
