@@ -1433,10 +1433,38 @@ impl Loaded {
     /// telling what changed between two loads. Redact with [`is_secret`]
     /// before showing any of it.
     pub fn values(&self) -> BTreeMap<String, serde_json::Value> {
-        self.entries
+        let mut values: BTreeMap<String, serde_json::Value> = self
+            .entries
             .iter()
             .map(|e| (e.key.clone(), e.value.clone()))
-            .collect()
+            .collect();
+        // The providers as a whole (secrets only as digests), so a reload
+        // notices a change to them.
+        let providers: Vec<serde_json::Value> = self
+            .config
+            .external_auth
+            .iter()
+            .map(|p| {
+                use sha2::Digest;
+                serde_json::json!([
+                    p.id,
+                    p.kind,
+                    p.display_name,
+                    p.client_id,
+                    sha2::Sha256::digest(p.client_secret.as_bytes())
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>(),
+                    p.auth_url,
+                    p.token_url,
+                    p.validate_url,
+                    p.scopes,
+                    p.regex
+                ])
+            })
+            .collect();
+        values.insert("external_auth".into(), providers.into());
+        values
     }
 
     /// `{"file": path|null, "keys": {key: {"value", "source"}}, "warnings": [...]}`,

@@ -261,4 +261,37 @@ mod tests {
         assert!(again.applied.is_empty());
         assert_eq!(again.need_restart, ["listen"]);
     }
+
+    #[test]
+    fn a_changed_external_auth_provider_needs_a_restart() {
+        let text = |secret: &str| {
+            format!(
+                "[[external_auth]]\nid = \"gh\"\ntype = \"github\"\nclient_id = \"c\"\nclient_secret = \"{secret}\"\n"
+            )
+        };
+        let values = |secret: &str| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("c.toml");
+            std::fs::write(&path, text(secret)).expect("write");
+            let overrides = config::Overrides {
+                config: Some(path),
+                ..config::Overrides::default()
+            };
+            config::load(&overrides, &BTreeMap::new())
+                .expect("loads")
+                .values()
+        };
+        let (before, after) = (values("one"), values("two"));
+        assert!(
+            !before["external_auth"].to_string().contains("one"),
+            "secrets are digested"
+        );
+        let c = changes(&before, &before, &after);
+        assert_eq!(c.need_restart, ["external_auth"]);
+        assert!(
+            changes(&before, &before, &values("one"))
+                .need_restart
+                .is_empty()
+        );
+    }
 }
