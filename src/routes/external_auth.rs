@@ -22,7 +22,7 @@ use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::filters::{query_pairs, session_token, with_app};
+use super::filters::{query_flag, query_pairs, session_token, with_app};
 use super::session::{agent_before_body, user_for_key};
 use crate::app::App;
 use crate::error::{ApiError, json_response, respond};
@@ -100,19 +100,6 @@ fn query<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// `true`/`1`/bare presence on, `false`/`0` off (appliance's decision 4).
-fn flag(q: &[(String, String)], name: &str) -> Result<bool, ApiError> {
-    match query(q, name) {
-        None => Ok(false),
-        Some("" | "1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
-        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "Query param \"{name}\" must be a boolean."
-        ))
-        .validation(name, format!("Must be true or false, not {other:?}"))),
-    }
-}
-
 fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
@@ -136,7 +123,7 @@ async fn agent_external_auth(
         }
         _ => {}
     }
-    let listen = flag(&q, "listen")?;
+    let listen = query_flag(&q, "listen")?;
     let workspace_id = agent.workspace_id;
     let declared = app
         .store
@@ -204,25 +191,7 @@ async fn evaluate(
             }
             Err(e @ Failure::Unavailable(_)) => return Err(refresh_failed(&e)),
         };
-        let (pid, uid, stored) = (provider.id.clone(), link.user_id, token.clone());
-        app.store
-            .write_async(move |tx| {
-                store::external_auth::put_link(
-                    tx,
-                    &pid,
-                    uid,
-                    &store::external_auth::NewToken {
-                        access_token: &stored.access_token,
-                        refresh_token: &stored.refresh_token,
-                        expires_at: stored.expires_at,
-                        oauth_extra: stored.extra.as_deref(),
-                    },
-                    store::now(),
-                )
-            })
-            .await?;
-        // Just issued by the provider: no need to validate it.
-        remember(app, &token.access_token, true);
+        store_issued(app, &provider.id, link.user_id, &token).await?;
         (token.access_token, token.extra, token.expires_at)
     } else {
         if !provider.validate_url.is_empty()
@@ -239,6 +208,35 @@ async fn evaluate(
         extra,
         expires_at,
     )))
+}
+
+/// Stores a token the provider just issued as the user's link; being fresh
+/// from the provider, it counts as validated.
+async fn store_issued(
+    app: &App,
+    provider_id: &str,
+    user_id: Uuid,
+    token: &oauth_client::Token,
+) -> Result<(), ApiError> {
+    let (pid, stored) = (provider_id.to_string(), token.clone());
+    app.store
+        .write_async(move |tx| {
+            store::external_auth::put_link(
+                tx,
+                &pid,
+                user_id,
+                &store::external_auth::NewToken {
+                    access_token: &stored.access_token,
+                    refresh_token: &stored.refresh_token,
+                    expires_at: stored.expires_at,
+                    oauth_extra: stored.extra.as_deref(),
+                },
+                store::now(),
+            )
+        })
+        .await?;
+    remember(app, &token.access_token, true);
+    Ok(())
 }
 
 fn remember(app: &App, token: &str, valid: bool) {
@@ -454,25 +452,7 @@ async fn finish_link(
                 }
                 other => ApiError::internal("Failed to exchange the OAuth code.", &other),
             })?;
-    let stored = token.clone();
-    let pid = provider.clone();
-    app.store
-        .write_async(move |tx| {
-            store::external_auth::put_link(
-                tx,
-                &pid,
-                user_id,
-                &store::external_auth::NewToken {
-                    access_token: &stored.access_token,
-                    refresh_token: &stored.refresh_token,
-                    expires_at: stored.expires_at,
-                    oauth_extra: stored.extra.as_deref(),
-                },
-                store::now(),
-            )
-        })
-        .await?;
-    remember(&app, &token.access_token, true);
+    store_issued(&app, &provider, user_id, &token).await?;
     tracing::info!(provider = %provider, user_id = %user_id, "external auth linked");
     Ok(json_response(
         StatusCode::OK,

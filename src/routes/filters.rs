@@ -155,6 +155,25 @@ pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+/// A boolean query flag (appliance's decision 4): `true`/`1`/bare presence
+/// turn it on, `false`/`0` off; anything else is Coder's 400.
+pub fn query_flag(query: &[(String, String)], name: &str) -> Result<bool, ApiError> {
+    match query
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+    {
+        None => Ok(false),
+        Some("" | "1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
+        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "Query param \"{name}\" must be a boolean."
+        ))
+        .validation(name, format!("Must be true or false, not {other:?}"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,9 @@ use warp::reply::Response;
 use yawc::close::CloseCode;
 use yawc::frame::{Frame, OpCode};
 
-use super::filters::{null_as_default, query_pairs, read_body, session_token, with_app};
+use super::filters::{
+    null_as_default, query_flag, query_pairs, read_body, session_token, with_app,
+};
 use super::session::{agent_before_body, readable_agent};
 use crate::app::App;
 use crate::error::{ApiError, MAX_BODY_BYTES, json_bytes, json_response, respond};
@@ -166,24 +168,6 @@ struct LogsQuery {
     text: bool,
 }
 
-/// `true`/`1`/bare presence turn a flag on; `false`/`0` off.
-fn flag(query: &[(String, String)], name: &str) -> Result<bool, ApiError> {
-    match query
-        .iter()
-        .rev()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-    {
-        None => Ok(false),
-        Some("" | "1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
-        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "Query param \"{name}\" must be a boolean."
-        ))
-        .validation(name, format!("Must be true or false, not {other:?}"))),
-    }
-}
-
 fn id_param(query: &[(String, String)], name: &str) -> Result<Option<i64>, ApiError> {
     match query.iter().rev().find(|(k, _)| k == name) {
         None => Ok(None),
@@ -203,8 +187,8 @@ fn id_param(query: &[(String, String)], name: &str) -> Result<Option<i64>, ApiEr
 }
 
 fn parse_query(query: &[(String, String)]) -> Result<LogsQuery, ApiError> {
-    let follow = flag(query, "follow")?;
-    let no_compression = flag(query, "no_compression")?;
+    let follow = query_flag(query, "follow")?;
+    let no_compression = query_flag(query, "no_compression")?;
     let text = match query
         .iter()
         .rev()
