@@ -52,6 +52,33 @@ impl Failure {
     }
 }
 
+const USER_AGENT: &str = concat!("appliance-agent/", env!("CARGO_PKG_VERSION"));
+
+/// The agent for talking to the appliance server at `base`: no redirects,
+/// statuses as answers, `ca_file` (PEM) instead of the built-in roots for an
+/// https:// server (ignored for http://), an overall timeout if given.
+pub(crate) fn server_agent(
+    base: &str,
+    ca_file: Option<&Path>,
+    timeout: Option<std::time::Duration>,
+) -> anyhow::Result<ureq::Agent> {
+    let mut tls = TlsConfig::builder();
+    if let Some(path) = ca_file
+        && base.starts_with("https://")
+    {
+        tls = tls.root_certs(load_roots(path)?);
+    }
+    Ok(ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        .timeout_global(timeout)
+        .user_agent(USER_AGENT)
+        .tls_config(tls.build())
+        .build()
+        .into())
+}
+
 pub(crate) struct Client {
     server_base: String,
     server: ureq::Agent,
@@ -62,27 +89,13 @@ impl Client {
     /// `server_base` has no trailing slash; `ca_file` (PEM) replaces the
     /// built-in roots for an https:// server and is ignored for http://.
     pub(crate) fn new(server_base: &str, ca_file: Option<&Path>) -> anyhow::Result<Client> {
-        let user_agent = format!("appliance-agent/{}", env!("CARGO_PKG_VERSION"));
-        let mut tls = TlsConfig::builder();
-        if let Some(path) = ca_file
-            && server_base.starts_with("https://")
-        {
-            tls = tls.root_certs(load_roots(path)?);
-        }
-        let server = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .max_redirects_will_error(false)
-            .user_agent(user_agent.as_str())
-            .tls_config(tls.build())
-            .build()
-            .into();
+        let server = server_agent(server_base, ca_file, None)?;
         let metadata = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
             .max_redirects_will_error(false)
             .proxy(None)
-            .user_agent(user_agent.as_str())
+            .user_agent(USER_AGENT)
             .build()
             .into();
         Ok(Client {

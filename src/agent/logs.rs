@@ -39,10 +39,9 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use ureq::http::StatusCode;
-use ureq::tls::TlsConfig;
 use uuid::Uuid;
 
-use super::http::{load_roots, retry_after, status_text};
+use super::http::{retry_after, server_agent, status_text};
 use super::{Backoff, MIN_LAST_WAIT, fmt_duration, parse_duration, server_base};
 
 /// A batch goes out at the latest this long after its first line was read.
@@ -735,21 +734,7 @@ struct Server {
 
 impl Server {
     fn new(base: &str, token: &str, ca_file: Option<&Path>) -> anyhow::Result<Server> {
-        let mut tls = TlsConfig::builder();
-        if let Some(path) = ca_file
-            && base.starts_with("https://")
-        {
-            tls = tls.root_certs(load_roots(path)?);
-        }
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .max_redirects_will_error(false)
-            .timeout_global(Some(REQUEST_TIMEOUT))
-            .user_agent(format!("appliance-agent/{}", env!("CARGO_PKG_VERSION")).as_str())
-            .tls_config(tls.build())
-            .build()
-            .into();
+        let agent = server_agent(base, ca_file, Some(REQUEST_TIMEOUT))?;
         Ok(Server {
             base: base.to_owned(),
             token: token.to_owned(),

@@ -110,6 +110,37 @@ fn claimed(workspace_id: Uuid, owner: Uuid) -> ReinitEvent {
     }
 }
 
+/// Waits for the next event: the claim, while `waiting` for one (a succeeded
+/// claim build newer than `baseline`), or else the next ping (`None`).
+async fn next_event(
+    app: &App,
+    workspace_id: Uuid,
+    baseline: i64,
+    changes: &mut tokio::sync::watch::Receiver<u64>,
+    ping: &mut tokio::time::Interval,
+    waiting: &mut bool,
+) -> store::Result<Option<ReinitEvent>> {
+    loop {
+        tokio::select! {
+            _ = ping.tick() => return Ok(None),
+            changed = changes.changed(), if *waiting => {
+                if changed.is_err() {
+                    // The watcher stopped (shutdown): only pings from here.
+                    *waiting = false;
+                    continue;
+                }
+                let (owner, _, latest) = app
+                    .store
+                    .read_inline(|c| store::workspaces::claim_state(c, workspace_id))?;
+                if latest.number > baseline && latest.prebuild_claim && latest.job_status == "succeeded" {
+                    *waiting = false;
+                    return Ok(Some(claimed(workspace_id, owner)));
+                }
+            }
+        }
+    }
+}
+
 /// One SSE event as upstream writes it: `event: <type>\n`, `data: <json>\n`
 /// when there is data, then a blank line. (warp writes `event:` and `data:`
 /// with no space after the colon; the leading spaces here make the bytes
@@ -140,15 +171,13 @@ async fn reinit(
     // Subscribe before reading the state: a claim committed in between still
     // wakes this waiter.
     let mut changes = app.hub.subscribe_database();
-    let state = |app: &App| {
-        app.store
-            .read_inline(|c| store::workspaces::claim_state(c, workspace_id))
-            .map_err(|e| {
-                ApiError::internal("An internal server error occurred.", &e)
-                    .detail("failed to determine workspace from agent token")
-            })
-    };
-    let (owner, first, latest) = state(&app)?;
+    let (owner, first, latest) = app
+        .store
+        .read_inline(|c| store::workspaces::claim_state(c, workspace_id))
+        .map_err(|e| {
+            ApiError::internal("An internal server error occurred.", &e)
+                .detail("failed to determine workspace from agent token")
+        })?;
     let next = if wait && owner != PREBUILDS_USER_ID {
         durable_check(workspace_id, owner, &first, &latest)?
     } else {
@@ -156,65 +185,53 @@ async fn reinit(
     };
     // Claims newer than this build wake the stream.
     let baseline = latest.number;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    let mut waiting = true;
     // Nothing is written before the first event: headers go out with it.
     let first_event = match next {
-        Next::Event(e) => Some(e),
-        Next::Stream => {
-            let mut ping = tokio::time::interval(PING_EVERY);
-            ping.tick().await;
-            loop {
-                tokio::select! {
-                    _ = ping.tick() => break None,
-                    changed = changes.changed() => {
-                        if changed.is_err() {
-                            break None;
-                        }
-                        let (owner, _, latest) = state(&app)?;
-                        if latest.number > baseline && latest.prebuild_claim && latest.job_status == "succeeded" {
-                            break Some(claimed(workspace_id, owner));
-                        }
-                    }
-                }
-            }
+        Next::Event(e) => {
+            waiting = false;
+            Some(e)
         }
+        Next::Stream => next_event(
+            &app,
+            workspace_id,
+            baseline,
+            &mut changes,
+            &mut ping,
+            &mut waiting,
+        )
+        .await
+        .map_err(|e| {
+            ApiError::internal("An internal server error occurred.", &e)
+                .detail("failed to determine workspace from agent token")
+        })?,
     };
-    let sent_claim = first_event.is_some();
     let first = sse_event(first_event.as_ref());
     // Then: the claim (if not sent yet) when it happens, pings every 15 s,
     // until the client goes away.
     let rest = stream::unfold(
-        (
-            app,
-            changes,
-            sent_claim,
-            tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY),
-            open,
-        ),
-        move |(app, mut changes, mut sent, mut ping, open)| async move {
-            loop {
-                tokio::select! {
-                    _ = ping.tick() => {
-                        return Some((Ok::<_, std::convert::Infallible>(sse_event(None)), (app, changes, sent, ping, open)));
-                    }
-                    changed = changes.changed(), if !sent => {
-                        if changed.is_err() {
-                            sent = true;
-                            continue;
-                        }
-                        let Ok((owner, _, latest)) = app
-                            .store
-                            .read_inline(|c| store::workspaces::claim_state(c, workspace_id))
-                        else {
-                            continue;
-                        };
-                        if latest.number > baseline && latest.prebuild_claim && latest.job_status == "succeeded" {
-                            sent = true;
-                            let e = sse_event(Some(&claimed(workspace_id, owner)));
-                            return Some((Ok(e), (app, changes, sent, ping, open)));
-                        }
+        (app, changes, waiting, ping, open),
+        move |(app, mut changes, mut waiting, mut ping, open)| async move {
+            let event = loop {
+                match next_event(
+                    &app,
+                    workspace_id,
+                    baseline,
+                    &mut changes,
+                    &mut ping,
+                    &mut waiting,
+                )
+                .await
+                {
+                    Ok(event) => break event,
+                    Err(e) => {
+                        tracing::error!(%workspace_id, error = %e, "checking a prebuild claim")
                     }
                 }
-            }
+            };
+            let frame = Ok::<_, std::convert::Infallible>(sse_event(event.as_ref()));
+            Some((frame, (app, changes, waiting, ping, open)))
         },
     );
     let events = stream::once(async move { Ok(first) }).chain(rest);

@@ -60,15 +60,7 @@ pub fn try_lock(db: &Path) -> std::result::Result<DbLock, LockError> {
 }
 
 fn open(path: &Path) -> Result<File> {
-    if let Some(parent) = path.parent()
-        && !parent.as_os_str().is_empty()
-        && !parent.exists()
-    {
-        return Err(StoreError::Other(format!(
-            "the directory {} does not exist: create it, or pass another --db path",
-            parent.display()
-        )));
-    }
+    super::parent_dir_exists(path)?;
     OpenOptions::new()
         .read(true)
         .write(true)

@@ -88,19 +88,24 @@ pub struct Store {
     probe: Arc<Mutex<ChangeProbe>>,
 }
 
+/// A file beside the database can only be made in a directory that exists.
+pub(crate) fn parent_dir_exists(path: &Path) -> Result<()> {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() && !parent.exists() => {
+            Err(StoreError::Other(format!(
+                "the directory {} does not exist: create it, or pass another --db path",
+                parent.display()
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) the database file and applies the connection
     /// pragmas. Does not migrate: call [`Store::migrate`].
     pub fn open(path: &Path, options: &Options) -> Result<Store> {
-        if let Some(parent) = path.parent()
-            && !parent.as_os_str().is_empty()
-            && !parent.exists()
-        {
-            return Err(StoreError::Other(format!(
-                "the directory {} does not exist: create it, or pass another --db path",
-                parent.display()
-            )));
-        }
+        parent_dir_exists(path)?;
         if path.is_dir() {
             return Err(StoreError::Other(format!(
                 "{} is a directory: pass the path of a database file, e.g. {}/appliance.db",
