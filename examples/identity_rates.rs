@@ -38,7 +38,8 @@ use std::time::{Duration, Instant};
 
 use appliance::identity::{self, AzureTrust, GcpTrust, Trust};
 use appliance::store::{self, Store};
-use appliance::{agent_select, auth, manifest};
+use appliance::sign_in::agent_select;
+use appliance::{auth, manifest};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use der::{Decode, Encode};

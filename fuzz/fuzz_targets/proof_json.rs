@@ -8,7 +8,7 @@
 
 use std::sync::OnceLock;
 
-use appliance::agent_select::{go_quote, select};
+use appliance::sign_in::agent_select::{go_quote, select};
 use appliance::identity::{Trust, verify_aws, verify_azure, verify_gcp};
 use appliance::store::agents::InstanceCandidate;
 use libfuzzer_sys::fuzz_target;

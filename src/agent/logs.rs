@@ -24,7 +24,7 @@
 //! log limit was reached, 1 otherwise.
 //!
 //! Invalid UTF-8 is replaced by ❌ before sending, exactly as the server
-//! would (see [`crate::ingest::lossy_utf8`]); a line's `\n` or `\r\n` is
+//! would (see [`crate::logs::ingest::lossy_utf8`]); a line's `\n` or `\r\n` is
 //! not part of it.
 
 use std::collections::VecDeque;
@@ -424,7 +424,7 @@ fn read_lines(shared: &Shared, mut input: impl BufRead) {
         match read_line_capped(&mut input, &mut buf, MAX_BATCH_BYTES) {
             Ok(None) => break,
             Ok(Some(len)) => {
-                let output = crate::ingest::lossy_utf8(&buf);
+                let output = crate::logs::ingest::lossy_utf8(&buf);
                 let line = Line {
                     created_at: OffsetDateTime::now_utc()
                         .format(&Rfc3339)

@@ -6,6 +6,7 @@
 //! handlers as plain async functions returning `Result<_, ApiError>`.
 
 mod agents;
+pub(crate) mod error;
 mod app_status;
 mod external_auth;
 mod filters;
@@ -23,8 +24,8 @@ use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
-use crate::app::App;
-use crate::error;
+use crate::server::app::App;
+
 
 /// Every route, the rejection handler, and per-request logging.
 pub fn routes(app: &App) -> BoxedFilter<(Response,)> {

@@ -3,7 +3,7 @@
 use time::OffsetDateTime;
 
 use crate::auth;
-use crate::error::ApiError;
+use crate::routes::error::ApiError;
 use crate::store::{self, users::UserRow};
 
 /// Coder's answer when no usable user credential came with the request. An
@@ -36,7 +36,7 @@ pub fn user_for_key(
 /// [`user_for_key`] answered from `cache` when nothing was committed since
 /// the key was read (`version`), else from the database (and remembered).
 pub fn user_for_key_cached(
-    app: &crate::app::App,
+    app: &crate::server::app::App,
     token: Option<&str>,
     version: i64,
     now: OffsetDateTime,
@@ -128,7 +128,7 @@ pub fn readable_agent(
 /// [`agent_for_token`] for a route whose body is still unread: a refusal
 /// closes the connection (see `filters::refuse_unread`).
 pub fn agent_before_body(
-    app: &crate::app::App,
+    app: &crate::server::app::App,
     token: Option<&str>,
 ) -> Result<store::agents::AgentRow, ApiError> {
     app.store

@@ -84,7 +84,8 @@ impl Hub {
         self.inner.database.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// How many agents have followers right now (for tests and metrics).
+    /// How many agents have followers right now.
+    #[cfg(test)]
     pub fn followed_agents(&self) -> usize {
         self.logs()
             .values()

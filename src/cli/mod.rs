@@ -5,6 +5,10 @@
 //! people or `--output json` for scripts, and fails with one line that says what
 //! to do next.
 
+mod backup;
+pub(crate) mod generate;
+mod healthcheck;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -15,10 +19,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use time::OffsetDateTime;
 
-use crate::app::App;
+use crate::server::app::App;
 use crate::config::{self, Config};
 use crate::store::{self, Store, StoreError};
-use crate::{auth, gitsshkey, manifest, server, telemetry, trust_files};
+use crate::server::{self, telemetry};
+use crate::sign_in::trust_files;
+use crate::{auth, gitsshkey, manifest};
 
 const ABOUT: &str =
     "Self-hosted control plane for Coder workspace agents: one binary, one SQLite file.";
@@ -101,10 +107,10 @@ pub enum Command {
     #[command(subcommand)]
     Agent(crate::agent::AgentCommand),
     /// Exit 0 when the server answers GET /healthz with 200 (for scripts and monitoring).
-    Healthcheck(crate::healthcheck::HealthcheckArgs),
+    Healthcheck(crate::cli::healthcheck::HealthcheckArgs),
     /// Write the man page or shell completions (for packaging).
     #[command(subcommand, hide = true)]
-    Generate(crate::generate::GenerateCommand),
+    Generate(crate::cli::generate::GenerateCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -291,7 +297,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     // Packaging: rendered from the command definition alone.
     if let Command::Generate(cmd) = cli.command {
-        return crate::generate::run(cmd);
+        return crate::cli::generate::run(cmd);
     }
     // vars_os: a non-UTF-8 variable elsewhere in the environment must not panic.
     let env: BTreeMap<String, String> = std::env::vars_os()
@@ -313,15 +319,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let out = Printer { format: cli.output };
     match cli.command {
-        Command::Serve(_) => serve(loaded.config, crate::reload::Source { overrides, env }),
+        Command::Serve(_) => serve(loaded.config, crate::server::reload::Source { overrides, env }),
         Command::CheckConfig => check_config(&loaded, &out),
         Command::Backup { to, force } => {
-            let (json, text) = crate::backup::run_backup(&loaded.config, &to, force)?;
+            let (json, text) = crate::cli::backup::run_backup(&loaded.config, &to, force)?;
             out.emit(&json, || text);
             Ok(())
         }
         Command::Restore { from } => {
-            let (json, text) = crate::backup::run_restore(&loaded.config, &from)?;
+            let (json, text) = crate::cli::backup::run_restore(&loaded.config, &from)?;
             out.emit(&json, || text);
             Ok(())
         }
@@ -363,17 +369,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         ),
         Command::Agent(cmd) => crate::agent::run(cmd),
         Command::Healthcheck(args) => healthcheck(&loaded.config, &args, &out),
-        Command::Generate(cmd) => crate::generate::run(cmd),
+        Command::Generate(cmd) => crate::cli::generate::run(cmd),
     }
 }
 
 fn healthcheck(
     config: &Config,
-    args: &crate::healthcheck::HealthcheckArgs,
+    args: &crate::cli::healthcheck::HealthcheckArgs,
     out: &Printer,
 ) -> anyhow::Result<()> {
-    let url = crate::healthcheck::target(args, config);
-    let ok = crate::healthcheck::check(&url, args.timeout)?;
+    let url = crate::cli::healthcheck::target(args, config);
+    let ok = crate::cli::healthcheck::check(&url, args.timeout)?;
     let ms = ok.elapsed.as_secs_f64() * 1000.0;
     out.emit(
         &json!({"url": ok.url, "status": 200, "elapsed_ms": ms}),
@@ -1090,7 +1096,7 @@ fn external_auth_command(
 /// The name of the admin created on a new, empty database.
 pub const FIRST_ADMIN: &str = "admin";
 
-fn serve(config: Config, source: crate::reload::Source) -> anyhow::Result<()> {
+fn serve(config: Config, source: crate::server::reload::Source) -> anyhow::Result<()> {
     let log_output = telemetry::init(
         &config.log.filter,
         config.log.format == config::LogFormat::Json,
@@ -1128,7 +1134,7 @@ fn serve(config: Config, source: crate::reload::Source) -> anyhow::Result<()> {
         for n in &trust.notes {
             tracing::info!("{n}");
         }
-        let notifier = crate::systemd::Notifier::from_env();
+        let notifier = crate::server::systemd::Notifier::from_env();
         let shutdown = notifier.clone().stopping_after(server::shutdown_signal()?);
         // Installed before the announcement: SIGHUP's default action would end the process.
         let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -1151,14 +1157,14 @@ fn serve(config: Config, source: crate::reload::Source) -> anyhow::Result<()> {
             .map(|l| l.values())
             .unwrap_or_default();
         let app = App::start(store, config, trust.trust)?;
-        tokio::spawn(crate::retention::run(app.clone()));
+        tokio::spawn(crate::logs::retention::run(app.clone()));
         let mut gcp_base = None;
         if let Some(url) = jwks_url {
             let (tx, rx) = tokio::sync::watch::channel(base_trust);
             gcp_base = Some(tx);
-            tokio::spawn(crate::jwks_refresh::run(app.clone(), rx, url));
+            tokio::spawn(crate::sign_in::jwks_refresh::run(app.clone(), rx, url));
         }
-        let reloader = crate::reload::Reloader {
+        let reloader = crate::server::reload::Reloader {
             source,
             app: app.clone(),
             log_filter: log_output.filter_handle(),

@@ -17,11 +17,11 @@ use serde_json::Value;
 use tokio::signal::unix::Signal;
 use tokio::sync::watch;
 
-use crate::app::App;
+use crate::server::app::App;
 use crate::config::{self, Loaded};
 use crate::identity::Trust;
-use crate::telemetry::{self, FilterHandle};
-use crate::trust_files;
+use crate::server::telemetry::{self, FilterHandle};
+use crate::sign_in::trust_files;
 
 /// What `serve` was started with, to load the configuration again.
 pub struct Source {

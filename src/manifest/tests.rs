@@ -38,13 +38,13 @@ fn minimal_manifest_gets_upstream_defaults() {
 fn the_shipped_examples_are_valid() {
     let single = parse(
         "single-agent.toml",
-        include_str!("../config/examples/single-agent.toml"),
+        include_str!("../../config/examples/single-agent.toml"),
     )
     .expect("single");
     assert_eq!(single.agent_count(), 1);
     let multi = parse(
         "aws-multi-agent.toml",
-        include_str!("../config/examples/aws-multi-agent.toml"),
+        include_str!("../../config/examples/aws-multi-agent.toml"),
     )
     .expect("multi");
     let names: Vec<&str> = multi.resources[0]

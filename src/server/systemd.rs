@@ -89,6 +89,7 @@ impl Notifier {
     }
 
     /// Whether `NOTIFY_SOCKET` was set (and usable).
+    #[cfg(test)]
     pub fn enabled(&self) -> bool {
         self.inner.is_some()
     }
@@ -255,7 +256,7 @@ mod tests {
     /// renamed flag fails here, not on a server at boot.
     #[test]
     fn packaged_unit_exec_lines_parse() {
-        let unit = include_str!("../packaging/appliance.service");
+        let unit = include_str!("../../packaging/appliance.service");
         let exec: Vec<&str> = unit
             .lines()
             .filter_map(|l| l.strip_prefix("ExecStart="))

@@ -6,7 +6,12 @@
 //! transaction is serialised, on one thread, so sign-ins never queue on
 //! SQLite's lock and one commit covers every sign-in that arrived meanwhile.
 
-use crate::agent_select::{self, Refusal};
+pub mod agent_select;
+pub(crate) mod jwks_refresh;
+pub(crate) mod rate_limit;
+pub(crate) mod trust_files;
+
+use self::agent_select::Refusal;
 use crate::auth;
 use crate::store::agents::{self, InstanceCandidate};
 use crate::store::group::GroupWriter;

@@ -1,12 +1,19 @@
 //! Binds, serves, and shuts down gracefully. The only caller of warp's server.
 
+pub(crate) mod app;
+pub(crate) mod metrics;
+pub(crate) mod reload;
+pub(crate) mod systemd;
+pub(crate) mod telemetry;
+pub(crate) mod view_cache;
+
 use std::future::Future;
 use std::net::SocketAddr;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::app::App;
+use crate::server::app::App;
 use crate::routes;
 
 /// A server bound to its address and ready to serve.

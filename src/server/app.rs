@@ -4,13 +4,13 @@ use std::sync::{Arc, RwLock};
 
 use crate::config::Config;
 use crate::identity::Trust;
-use crate::ingest::LogWriter;
-use crate::metrics::Metrics;
-use crate::rate_limit::RateLimiter;
-use crate::relay::{self, Hub};
+use crate::logs::ingest::LogWriter;
+use crate::server::metrics::Metrics;
+use crate::sign_in::rate_limit::RateLimiter;
+use crate::logs::relay::{self, Hub};
 use crate::sign_in::SignInWriter;
 use crate::store::Store;
-use crate::view_cache::{KeyCache, ViewCache};
+use crate::server::view_cache::{KeyCache, ViewCache};
 
 #[derive(Clone)]
 pub struct App {

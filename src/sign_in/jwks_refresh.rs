@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::app::App;
+use crate::server::app::App;
 use crate::identity::Trust;
 
 pub const MIN_REFRESH: Duration = Duration::from_secs(5 * 60);
@@ -174,12 +174,12 @@ mod tests {
         let mut base = Trust::default();
         base.gcp
             .add_jwks_json(include_bytes!(
-                "../tests/fixtures/identity/gcp/istio-2019/jwks.json"
+                "../../tests/fixtures/identity/gcp/istio-2019/jwks.json"
             ))
             .expect("file jwks");
         let (trust, added) = with_fetched(
             &base,
-            include_bytes!("../tests/fixtures/identity/gcp/smallstep-kops-2019/jwks.json"),
+            include_bytes!("../../tests/fixtures/identity/gcp/smallstep-kops-2019/jwks.json"),
         )
         .expect("fetched jwks");
         assert!(added >= 1);

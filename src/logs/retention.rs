@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::app::App;
+use crate::server::app::App;
 use crate::store;
 
 /// How often the purge runs (as upstream's dbpurge).

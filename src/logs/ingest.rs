@@ -10,7 +10,7 @@
 
 use uuid::Uuid;
 
-use crate::relay::Hub;
+use crate::logs::relay::Hub;
 use crate::store::group::GroupWriter;
 use crate::store::logs::{self, Inserted, NewLine};
 use crate::store::{self, Store, StoreError};

@@ -7,6 +7,8 @@
 //! `workspaceAgentsExternalAuth` step 3, template-scoped selection), and the
 //! answer an agent gets (steps 7-9). No I/O.
 
+pub(crate) mod oauth_client;
+
 use std::fmt;
 use std::str::FromStr;
 

@@ -875,5 +875,4 @@ impl Validator {
 }
 
 #[cfg(test)]
-#[path = "manifest_tests.rs"]
 mod tests;
