@@ -37,8 +37,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use appliance::identity::{self, AzureTrust, GcpTrust, Trust};
-use appliance::store::{self, Store};
 use appliance::sign_in::agent_select;
+use appliance::store::{self, Store};
 use appliance::{auth, manifest};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -672,7 +672,7 @@ fn sign_in_store(path: &std::path::Path) -> Result<Store, String> {
     let now = OffsetDateTime::now_utc();
     store
         .write(|tx| {
-            let admin = store::users::insert_user(tx, "admin", "", "admin", now)?;
+            let admin = store::users::insert_user(tx, "admin", "", store::users::Role::Admin, now)?;
             store::workspaces::apply(tx, &ws, admin.id, admin.id, now)
         })
         .map_err(|e| format!("applying the manifest: {e}"))?;

@@ -297,7 +297,8 @@ fn direct(f: &Flags) -> Res<Value> {
     let now = store::now();
     let agents: Vec<Uuid> = store
         .write(|tx| {
-            let admin = users::insert_user(tx, "admin", "admin@example.com", "admin", now)?;
+            let admin =
+                users::insert_user(tx, "admin", "admin@example.com", users::Role::Admin, now)?;
             let applied = workspaces::apply(tx, &ws, admin.id, admin.id, now)?;
             for a in &applied.agents {
                 logs::ensure_external_source(tx, a.id, now)?;

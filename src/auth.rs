@@ -7,6 +7,40 @@
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+/// What a user may do: admins read every workspace and agent, members their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Member,
+}
+
+impl Role {
+    pub const ALL: [Role; 2] = [Role::Admin, Role::Member];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Member => "member",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The one authorisation rule for workspaces and their agents: owners read
+/// their own, admins read all.
+pub fn may_read(role: Role, user_id: Uuid, owner_id: Uuid) -> bool {
+    role == Role::Admin || user_id == owner_id
+}
+
 const ALPHANUMERIC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 pub const API_KEY_ID_LEN: usize = 10;
 pub const API_KEY_SECRET_LEN: usize = 22;

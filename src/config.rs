@@ -485,6 +485,7 @@ pub enum ConfigError {
 
 impl ConfigError {
     /// The key an error is about, if any.
+    #[cfg(test)]
     pub fn key(&self) -> Option<&str> {
         match self {
             ConfigError::UnknownKey { key, .. } | ConfigError::Invalid { key, .. } => Some(key),
@@ -1378,6 +1379,7 @@ pub fn format_duration(d: Duration) -> String {
 
 impl Loaded {
     /// Where `key`'s effective value came from; `None` for an unknown key.
+    #[cfg(test)]
     pub fn source(&self, key: &str) -> Option<&Source> {
         self.entries
             .iter()

@@ -6,6 +6,9 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use clap::Args;
 
+use serde_json::json;
+
+use super::output::Printer;
 use crate::config::Config;
 
 #[derive(Debug, Args)]
@@ -17,6 +20,18 @@ pub struct HealthcheckArgs {
     /// Give up after this long, e.g. 5s.
     #[arg(long, default_value = "5s", value_parser = crate::config::parse_duration)]
     pub timeout: Duration,
+}
+
+/// Checks the server and prints what it found.
+pub(super) fn run(config: &Config, args: &HealthcheckArgs, out: &Printer) -> anyhow::Result<()> {
+    let url = target(args, config);
+    let ok = check(&url, args.timeout)?;
+    let ms = ok.elapsed.as_secs_f64() * 1000.0;
+    out.emit(
+        &json!({"url": ok.url, "status": 200, "elapsed_ms": ms}),
+        || format!("{}: 200 OK in {ms:.1} ms", ok.url),
+    );
+    Ok(())
 }
 
 /// What a successful check found.

@@ -3,7 +3,6 @@
 //! other processes'), `follow` is a follower's read loop, `retention` purges
 //! logs of agents that left the latest build.
 
-
 pub(crate) mod ingest;
 pub(crate) mod relay;
 pub(crate) mod retention;

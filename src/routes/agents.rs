@@ -13,9 +13,9 @@ use warp::reply::Response;
 use super::filters::{session_token, with_app};
 use super::session::{parse_uuid_param, readable_agent, user_for_key_cached};
 use crate::agent_status;
-use crate::server::app::App;
 use crate::routes::error::{ApiError, json_bytes, respond};
 use crate::sdk;
+use crate::server::app::App;
 use crate::store::{self, agents::AgentRow};
 
 pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
@@ -47,7 +47,7 @@ async fn get_agent(app: App, token: Option<String>, raw_id: String) -> Result<Re
         && let Some(view) = app.agent_views.get(id, version, now)
     {
         let user = user_for_key_cached(&app, token.as_deref(), version, now)??;
-        if user.role != "admin" && user.id != view.owner_id {
+        if !crate::auth::may_read(user.role, user.id, view.owner_id) {
             return Err(ApiError::not_found(
                 "Agent doesn't exist with that id, or you do not have access to it.",
             ));

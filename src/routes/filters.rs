@@ -11,8 +11,8 @@ use warp::Filter;
 use warp::http::HeaderMap;
 use warp::http::StatusCode;
 
-use crate::server::app::App;
 use crate::routes::error::{ApiError, MAX_BODY_BYTES};
+use crate::server::app::App;
 
 pub fn with_app(app: &App) -> impl Filter<Extract = (App,), Error = Infallible> + Clone + use<> {
     let app = app.clone();

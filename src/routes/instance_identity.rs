@@ -20,10 +20,10 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::filters::{null_as_default, read_json, refuse_unread, with_app};
-use crate::sign_in::agent_select::Refusal;
-use crate::server::app::App;
-use crate::routes::error::{ApiError, json_response, respond};
 use crate::identity::{self, Cloud, IdentityError};
+use crate::routes::error::{ApiError, json_response, respond};
+use crate::server::app::App;
+use crate::sign_in::agent_select::Refusal;
 use crate::{auth, sign_in, store};
 
 pub fn routes(app: &App) -> BoxedFilter<(Response,)> {

@@ -11,8 +11,8 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::filters::with_app;
-use crate::server::app::App;
 use crate::routes::error::{ApiError, respond};
+use crate::server::app::App;
 use crate::server::metrics::Denied;
 use crate::store;
 

@@ -6,8 +6,8 @@
 //! handlers as plain async functions returning `Result<_, ApiError>`.
 
 mod agents;
-pub(crate) mod error;
 mod app_status;
+pub(crate) mod error;
 mod external_auth;
 mod filters;
 mod gitsshkey;
@@ -25,7 +25,6 @@ use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
 use crate::server::app::App;
-
 
 /// Every route, the rejection handler, and per-request logging.
 pub fn routes(app: &App) -> BoxedFilter<(Response,)> {

@@ -19,8 +19,8 @@ use warp::reply::Response;
 
 use super::filters::{query_pairs, session_token, with_app};
 use super::session::agent_before_body;
-use crate::server::app::App;
 use crate::routes::error::{ApiError, respond};
+use crate::server::app::App;
 use crate::store;
 use crate::store::users::PREBUILDS_USER_ID;
 use crate::store::workspaces::BuildRow;
@@ -162,7 +162,9 @@ async fn reinit(
     let agent = agent_before_body(&app, token.as_deref())?;
     let workspace_id = agent.workspace_id;
     // Counted as an open SSE stream from here until the body is dropped.
-    let open = app.metrics.stream_opened(crate::server::metrics::Stream::Sse);
+    let open = app
+        .metrics
+        .stream_opened(crate::server::metrics::Stream::Sse);
     let wait = query
         .iter()
         .rev()

@@ -118,7 +118,7 @@ pub fn readable_agent(
         Err(e) => return Ok(Err(e)),
     };
     Ok(match store::agents::live_agent(conn, id)? {
-        Some(a) if user.role == "admin" || a.owner_id == user.id => Ok(a),
+        Some(a) if auth::may_read(user.role, user.id, a.owner_id) => Ok(a),
         _ => Err(ApiError::not_found(
             "Agent doesn't exist with that id, or you do not have access to it.",
         )),

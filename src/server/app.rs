@@ -5,12 +5,12 @@ use std::sync::{Arc, RwLock};
 use crate::config::Config;
 use crate::identity::Trust;
 use crate::logs::ingest::LogWriter;
-use crate::server::metrics::Metrics;
-use crate::sign_in::rate_limit::RateLimiter;
 use crate::logs::relay::{self, Hub};
-use crate::sign_in::SignInWriter;
-use crate::store::Store;
+use crate::server::metrics::Metrics;
 use crate::server::view_cache::{KeyCache, ViewCache};
+use crate::sign_in::SignInWriter;
+use crate::sign_in::rate_limit::RateLimiter;
+use crate::store::Store;
 
 #[derive(Clone)]
 pub struct App {

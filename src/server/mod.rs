@@ -3,6 +3,7 @@
 pub(crate) mod app;
 pub(crate) mod metrics;
 pub(crate) mod reload;
+pub(crate) mod start;
 pub(crate) mod systemd;
 pub(crate) mod telemetry;
 pub(crate) mod view_cache;
@@ -13,8 +14,8 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::server::app::App;
 use crate::routes;
+use crate::server::app::App;
 
 /// A server bound to its address and ready to serve.
 pub struct Bound {

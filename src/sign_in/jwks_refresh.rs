@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::server::app::App;
 use crate::identity::Trust;
+use crate::server::app::App;
 
 pub const MIN_REFRESH: Duration = Duration::from_secs(5 * 60);
 pub const MAX_REFRESH: Duration = Duration::from_secs(24 * 3600);

@@ -361,7 +361,13 @@ mod tests {
         store
             .write(|tx| {
                 for i in 0..users {
-                    crate::store::users::insert_user(tx, &format!("u{i}"), "", "member", now)?;
+                    crate::store::users::insert_user(
+                        tx,
+                        &format!("u{i}"),
+                        "",
+                        crate::store::users::Role::Member,
+                        now,
+                    )?;
                 }
                 Ok(())
             })

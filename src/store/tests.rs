@@ -106,7 +106,7 @@ fn opening_in_a_missing_directory_says_so() {
 fn apply_records_builds_and_keeps_only_the_latest_builds_agents_live() {
     let (_dir, store) = temp_store();
     let alice = store
-        .write(|tx| users::insert_user(tx, "alice", "", "member", T0))
+        .write(|tx| users::insert_user(tx, "alice", "", users::Role::Member, T0))
         .expect("user");
     let ws = manifest(TWO_AGENTS);
     let first = store
@@ -238,7 +238,7 @@ fn apply_records_builds_and_keeps_only_the_latest_builds_agents_live() {
 fn other_workspaces_are_untouched_by_a_build() {
     let (_dir, store) = temp_store();
     let alice = store
-        .write(|tx| users::insert_user(tx, "alice", "", "member", T0))
+        .write(|tx| users::insert_user(tx, "alice", "", users::Role::Member, T0))
         .expect("user");
     let one = store
         .write(|tx| workspaces::apply(tx, &manifest(TWO_AGENTS), alice.id, alice.id, T0))
@@ -272,7 +272,7 @@ fn other_workspaces_are_untouched_by_a_build() {
 fn agent_tokens_are_bounded_and_die_with_the_agent() {
     let (_dir, store) = temp_store();
     let alice = store
-        .write(|tx| users::insert_user(tx, "alice", "", "member", T0))
+        .write(|tx| users::insert_user(tx, "alice", "", users::Role::Member, T0))
         .expect("user");
     let ws = manifest(TWO_AGENTS);
     let applied = store
@@ -329,10 +329,10 @@ fn agent_tokens_are_bounded_and_die_with_the_agent() {
 fn users_and_api_keys() {
     let (_dir, store) = temp_store();
     let u = store
-        .write(|tx| users::insert_user(tx, "bob", "b@example.com", "admin", T0))
+        .write(|tx| users::insert_user(tx, "bob", "b@example.com", users::Role::Admin, T0))
         .expect("user");
     let dup = store
-        .write(|tx| users::insert_user(tx, "bob", "", "member", T0))
+        .write(|tx| users::insert_user(tx, "bob", "", users::Role::Member, T0))
         .expect_err("duplicate");
     assert!(matches!(dup, StoreError::Conflict(_)), "{dup}");
     store
@@ -368,7 +368,7 @@ fn users_and_api_keys() {
 fn app_statuses_come_back_newest_first() {
     let (_dir, store) = temp_store();
     let alice = store
-        .write(|tx| users::insert_user(tx, "alice", "", "member", T0))
+        .write(|tx| users::insert_user(tx, "alice", "", users::Role::Member, T0))
         .expect("user");
     let applied = store
         .write(|tx| workspaces::apply(tx, &manifest(TWO_AGENTS), alice.id, alice.id, T0))

@@ -4,6 +4,8 @@ use rusqlite::{Connection, params};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+pub use crate::auth::Role;
+
 use super::{Result, StoreError, from_micros, get_uuid, one, optional, to_micros};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -11,18 +13,30 @@ pub struct UserRow {
     pub id: Uuid,
     pub username: String,
     pub email: String,
-    pub role: String,
+    pub role: Role,
     pub created_at: OffsetDateTime,
 }
 
 const USER_COLUMNS: &str = "id, username, email, role, created_at";
+
+/// A `users.role` value; anything else is a corrupt row, not a member.
+fn role_column(r: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Role> {
+    let text: String = r.get(idx)?;
+    Role::parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            idx,
+            rusqlite::types::Type::Text,
+            format!("unknown role {text:?}").into(),
+        )
+    })
+}
 
 fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
     Ok(UserRow {
         id: get_uuid(r, 0)?,
         username: r.get(1)?,
         email: r.get(2)?,
-        role: r.get(3)?,
+        role: role_column(r, 3)?,
         created_at: from_micros(r.get(4)?),
     })
 }
@@ -31,13 +45,19 @@ pub fn insert_user(
     conn: &Connection,
     username: &str,
     email: &str,
-    role: &str,
+    role: Role,
     now: OffsetDateTime,
 ) -> Result<UserRow> {
     let id = Uuid::new_v4();
     let res = conn.execute(
         "INSERT INTO users (id, username, email, role, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![id.to_string(), username, email, role, to_micros(now)],
+        params![
+            id.to_string(),
+            username,
+            email,
+            role.as_str(),
+            to_micros(now)
+        ],
     );
     match res {
         Ok(_) => {}
@@ -154,7 +174,7 @@ pub fn api_key_with_user(conn: &Connection, id: &str) -> Result<Option<(ApiKeyRo
                     id: get_uuid(r, 7)?,
                     username: r.get(8)?,
                     email: r.get(9)?,
-                    role: r.get(10)?,
+                    role: role_column(r, 10)?,
                     created_at: from_micros(r.get(11)?),
                 },
             ))

@@ -315,6 +315,32 @@ fn workspace_by_id(conn: &Connection, id: Uuid) -> Result<WorkspaceRow> {
 
 /// Creates the workspace (if `owner_id` has no live one of that name) and
 /// records a `start` build holding everything the manifest declares.
+/// `apply`, then a first token for every agent that signs in with one, in
+/// the same transaction: `mint` makes a token and returns its digest and
+/// what the caller keeps of it (the token itself, shown once).
+pub fn apply_with_tokens<T>(
+    conn: &Connection,
+    ws: &manifest::Workspace,
+    owner_id: Uuid,
+    initiator_id: Uuid,
+    now: OffsetDateTime,
+    keep_tokens: usize,
+    mut mint: impl FnMut() -> ([u8; 32], T),
+) -> Result<(AppliedBuild, std::collections::BTreeMap<Uuid, T>)> {
+    let applied = apply(conn, ws, owner_id, initiator_id, now)?;
+    let mut tokens = std::collections::BTreeMap::new();
+    for agent in applied
+        .agents
+        .iter()
+        .filter(|a| a.auth == manifest::AgentAuth::Token)
+    {
+        let (hash, kept) = mint();
+        super::agents::insert_agent_token(conn, agent.id, &hash, now, keep_tokens)?;
+        tokens.insert(agent.id, kept);
+    }
+    Ok((applied, tokens))
+}
+
 pub fn apply(
     conn: &Connection,
     ws: &manifest::Workspace,
