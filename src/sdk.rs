@@ -205,3 +205,25 @@ pub struct WorkspaceAgentLogSource {
     pub display_name: String,
     pub icon: String,
 }
+
+/// `agentsdk.GitSSHKey`: `GET /api/v2/workspaceagents/me/gitsshkey`.
+#[derive(Debug, Clone, Serialize)]
+pub struct GitSshKey {
+    pub public_key: String,
+    pub private_key: String,
+}
+
+/// `agentsdk.AuthenticateResponse`: the instance-identity sign-in routes.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuthenticateResponse {
+    pub session_token: String,
+}
+
+/// `agentsdk.ReinitializationEvent`: the `data` of a `/me/reinit` event.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReinitializationEvent {
+    pub workspace_id: Uuid,
+    pub reason: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_id: Option<Uuid>,
+}

@@ -11,7 +11,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::filters::{session_token, with_app};
-use super::session::{parse_uuid_param, readable_agent, user_for_key_cached};
+use super::session::{parse_uuid_param, read_inline, readable_agent, user_for_key_cached};
 use crate::agent_status;
 use crate::routes::error::{ApiError, json_bytes, respond};
 use crate::sdk;
@@ -46,7 +46,7 @@ async fn get_agent(app: App, token: Option<String>, raw_id: String) -> Result<Re
     if let Ok(id) = parse_uuid_param(&raw_id)
         && let Some(view) = app.agent_views.get(id, version, now)
     {
-        let user = user_for_key_cached(&app, token.as_deref(), version, now)??;
+        let user = user_for_key_cached(&app, token.as_deref(), version, now)?;
         if !crate::auth::may_read(user.role, user.id, view.owner_id) {
             return Err(ApiError::not_found(
                 "Agent doesn't exist with that id, or you do not have access to it.",
@@ -55,20 +55,17 @@ async fn get_agent(app: App, token: Option<String>, raw_id: String) -> Result<Re
         return Ok(json_bytes(StatusCode::OK, view.body));
     }
     // One short read on this thread: authenticate, authorise, load.
-    let data = app.store.read_inline(move |conn| {
-        let agent = match readable_agent(conn, token.as_deref(), &raw_id, now)? {
-            Ok(a) => a,
-            Err(e) => return Ok(Err(e)),
-        };
+    let data = read_inline(&app.store, move |conn| {
+        let agent = readable_agent(conn, token.as_deref(), &raw_id, now)?;
         let id = agent.id;
-        Ok(Ok(AgentData {
+        Ok(AgentData {
             apps: store::agents::apps(conn, id)?,
             statuses: store::agents::app_statuses(conn, id)?,
             scripts: store::agents::scripts(conn, id)?,
             sources: store::agents::log_sources(conn, id)?,
             agent,
-        }))
-    })??;
+        })
+    })?;
     let (id, owner_id) = (data.agent.id, data.agent.owner_id);
     let valid_until = agent_status::changes_after(
         &timestamps(&data.agent),

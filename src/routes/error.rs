@@ -14,6 +14,7 @@ use warp::reply::Response;
 use warp::{Rejection, Reply};
 
 use crate::sdk;
+use crate::sign_in::agent_select::Refusal;
 use crate::store::StoreError;
 
 /// The largest request body accepted, as upstream (4 MiB).
@@ -66,6 +67,18 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, message)
     }
 
+    pub fn conflict(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, message)
+    }
+
+    pub fn payload_too_large(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, message)
+    }
+
+    pub fn too_many_requests(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, message)
+    }
+
     /// Coder's `httpapi.Forbidden`: e.g. an agent whose `api_key_scope` is
     /// `no_user_data` asking for its owner's secrets.
     pub fn forbidden() -> ApiError {
@@ -91,6 +104,17 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Conflict(msg) => ApiError::new(StatusCode::CONFLICT, msg),
             other => ApiError::internal("An internal server error occurred.", &other),
+        }
+    }
+}
+
+/// An instance-identity sign-in that names no usable agent, as coderd answers it.
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> ApiError {
+        match r {
+            Refusal::NotFound(m) => ApiError::not_found(m),
+            Refusal::Ambiguous(m) => ApiError::conflict(m),
+            Refusal::NotLatest(m) => ApiError::bad_request(m),
         }
     }
 }
@@ -156,7 +180,7 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     let err = if rejection.is_not_found() {
         ApiError::not_found("Route not found.")
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large.").detail(format!(
+        ApiError::payload_too_large("Request body too large.").detail(format!(
             "Maximum request body size is {MAX_BODY_BYTES} bytes."
         ))
     } else if let Some(e) = rejection.find::<warp::filters::body::BodyDeserializeError>() {

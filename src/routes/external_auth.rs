@@ -362,7 +362,7 @@ fn start_link(app: App, provider: String, token: Option<String>) -> Result<Respo
     let now = OffsetDateTime::now_utc();
     let user = app
         .store
-        .read_inline(|c| user_for_key(c, token.as_deref(), now))??;
+        .read_inline(|c| Ok(user_for_key(c, token.as_deref(), now)))??;
     let state = Uuid::new_v4().simple().to_string();
     {
         let mut pending = app

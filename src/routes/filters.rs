@@ -9,7 +9,6 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use warp::Filter;
 use warp::http::HeaderMap;
-use warp::http::StatusCode;
 
 use crate::routes::error::{ApiError, MAX_BODY_BYTES};
 use crate::server::app::App;
@@ -104,9 +103,9 @@ pub async fn read_body(
         })?;
         if buf.len() as u64 + chunk.remaining() as u64 > MAX_BODY_BYTES {
             return Err(
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large.").detail(
-                    format!("Maximum request body size is {MAX_BODY_BYTES} bytes."),
-                ),
+                ApiError::payload_too_large("Request body too large.").detail(format!(
+                    "Maximum request body size is {MAX_BODY_BYTES} bytes."
+                )),
             );
         }
         while chunk.has_remaining() {
@@ -230,7 +229,7 @@ mod tests {
     #[test]
     fn json_errors_carry_the_decoder_message() {
         let err = decode_json::<serde_json::Value>(b"{not json").expect_err("invalid");
-        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        assert_eq!(err.status, warp::http::StatusCode::BAD_REQUEST);
         assert_eq!(err.body.message, "Request body must be valid JSON.");
         assert!(err.body.detail.as_deref().unwrap_or("").contains("line 1"));
     }
@@ -246,7 +245,7 @@ mod tests {
         let err = read_json::<serde_json::Value>(chunks)
             .await
             .expect_err("too large");
-        assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(err.status, warp::http::StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(err.body.message, "Request body too large.");
         let ok = futures_util::stream::iter(vec![Ok::<_, warp::Error>(Bytes::from_static(
             b"{\"a\":1}",

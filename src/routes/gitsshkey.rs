@@ -2,7 +2,6 @@
 //! answer `agentsdk.GitSSHKey`): the workspace owner's git SSH key pair, so
 //! `git` over SSH works inside the workspace.
 
-use serde::Serialize;
 use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
@@ -12,7 +11,7 @@ use super::filters::{session_token, with_app};
 use super::session::agent_before_body;
 use crate::routes::error::{ApiError, json_response, respond};
 use crate::server::app::App;
-use crate::{gitsshkey, store};
+use crate::{gitsshkey, sdk, store};
 
 pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
     warp::path!("api" / "v2" / "workspaceagents" / "me" / "gitsshkey")
@@ -23,12 +22,6 @@ pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
             respond(get_gitsshkey(app, token).await)
         })
         .boxed()
-}
-
-#[derive(Serialize)]
-struct GitSshKey {
-    public_key: String,
-    private_key: String,
 }
 
 async fn get_gitsshkey(app: App, token: Option<String>) -> Result<Response, ApiError> {
@@ -73,7 +66,7 @@ async fn get_gitsshkey(app: App, token: Option<String>) -> Result<Response, ApiE
     };
     Ok(json_response(
         StatusCode::OK,
-        &GitSshKey {
+        &sdk::GitSshKey {
             public_key: key.public_key,
             private_key: key.private_key,
         },

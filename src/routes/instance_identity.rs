@@ -1,7 +1,7 @@
 //! Instance-identity sign-in (Coder: `postWorkspaceAuthAWSInstanceIdentity`,
 //! `...AzureInstanceIdentity`, `...GoogleInstanceIdentity`; bodies
 //! `agentsdk.{AWS,Azure,Google}InstanceIdentityToken`, answer
-//! `agentsdk.AuthenticateResponse`).
+//! `agentsdk.sdk::AuthenticateResponse`).
 //!
 //! No credential: the body is the proof. Each request is rate limited per
 //! client address, verified, and mapped to one agent
@@ -23,8 +23,7 @@ use super::filters::{null_as_default, read_json, refuse_unread, with_app};
 use crate::identity::{self, Cloud, IdentityError};
 use crate::routes::error::{ApiError, json_response, respond};
 use crate::server::app::App;
-use crate::sign_in::agent_select::Refusal;
-use crate::{auth, sign_in, store};
+use crate::{auth, sdk, sign_in, store};
 
 pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
     let route = |name: &'static str, cloud: Cloud| {
@@ -71,11 +70,6 @@ struct Proof {
     agent_name: Option<String>,
 }
 
-#[derive(serde::Serialize)]
-struct AuthenticateResponse {
-    session_token: String,
-}
-
 /// Go's `validate:"required"` on the named string fields.
 fn require(fields: &[(&str, &str)]) -> Result<(), ApiError> {
     let missing: Vec<&str> = fields
@@ -106,13 +100,10 @@ async fn sign_in(
         && let Err(retry) = app.identity_limiter.check(addr.ip(), Instant::now())
     {
         return Err(refuse_unread(
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "You've been rate limited for sending more than {} requests in 1m0s.",
-                    app.identity_limiter.limit()
-                ),
-            )
+            ApiError::too_many_requests(format!(
+                "You've been rate limited for sending more than {} requests in 1m0s.",
+                app.identity_limiter.limit()
+            ))
             .detail(format!("Try again in {} seconds.", retry.as_secs().max(1))),
         ));
     }
@@ -172,7 +163,7 @@ async fn sign_in(
             tracing::info!(cloud = cloud.as_str(), instance_id, agent_id = %c.agent_id, agent = c.name, "instance-identity sign-in");
             Ok(json_response(
                 StatusCode::OK,
-                &AuthenticateResponse {
+                &sdk::AuthenticateResponse {
                     session_token: minted.token,
                 },
             ))
@@ -184,11 +175,7 @@ async fn sign_in(
                 ?refusal,
                 "instance-identity sign-in refused"
             );
-            Err(match refusal {
-                Refusal::NotFound(m) => ApiError::not_found(m),
-                Refusal::Ambiguous(m) => ApiError::new(StatusCode::CONFLICT, m),
-                Refusal::NotLatest(m) => ApiError::bad_request(m),
-            })
+            Err(refusal.into())
         }
     }
 }

@@ -141,7 +141,7 @@ async fn patch_logs(
         }
         Ok(Outcome::OverCap { was_overflowed }) => {
             app.metrics.log_overflow();
-            let err = ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Logs limit exceeded");
+            let err = ApiError::payload_too_large("Logs limit exceeded");
             Err(if was_overflowed {
                 err.detail(format!(
                     "The agent's logs already hold close to the limit of {} bytes; smaller batches may still fit.",
@@ -263,7 +263,7 @@ async fn get_logs(
     let now = OffsetDateTime::now_utc();
     let agent = app
         .store
-        .read_inline(|c| readable_agent(c, token.as_deref(), &raw_id, now))??;
+        .read_inline(|c| Ok(readable_agent(c, token.as_deref(), &raw_id, now)))??;
     let q = parse_query(&query)?;
     if q.follow {
         return accept_follower(app, agent.id, &q, headers, upgrade);

@@ -10,20 +10,18 @@
 use std::time::Duration;
 
 use futures_util::{StreamExt, stream};
-use serde::Serialize;
 use uuid::Uuid;
 use warp::Filter;
 use warp::filters::BoxedFilter;
-use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::filters::{query_pairs, session_token, with_app};
 use super::session::agent_before_body;
 use crate::routes::error::{ApiError, respond};
 use crate::server::app::App;
-use crate::store;
 use crate::store::users::PREBUILDS_USER_ID;
 use crate::store::workspaces::BuildRow;
+use crate::{sdk, store};
 
 /// Keep-alive events, as upstream.
 const PING_EVERY: Duration = Duration::from_secs(15);
@@ -42,32 +40,20 @@ pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-/// `agentsdk.ReinitializationEvent`.
-#[derive(Debug, Clone, Serialize)]
-struct ReinitEvent {
-    workspace_id: Uuid,
-    reason: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    owner_id: Option<Uuid>,
-}
-
 /// Go's `strconv.ParseBool` truths; anything else (even unparsable) is false.
 fn go_parse_bool(v: &str) -> bool {
     matches!(v, "1" | "t" | "T" | "TRUE" | "true" | "True")
 }
 
 fn not_prebuilt(detail: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        "Workspace is not a prebuilt workspace waiting to be claimed.",
-    )
-    .detail(detail)
+    ApiError::conflict("Workspace is not a prebuilt workspace waiting to be claimed.")
+        .detail(detail)
 }
 
 /// What the durable check (`wait=true`) concluded.
 enum Next {
     /// Send the event now (the claim already completed).
-    Event(ReinitEvent),
+    Event(sdk::ReinitializationEvent),
     /// Wait for a claim.
     Stream,
 }
@@ -87,10 +73,8 @@ fn durable_check(
     if latest.prebuild_claim {
         return match latest.job_status.as_str() {
             "succeeded" => Ok(Next::Event(claimed(workspace_id, owner))),
-            "failed" => Err(
-                ApiError::new(StatusCode::CONFLICT, "Claim build failed permanently.")
-                    .detail(latest.job_error.clone().unwrap_or_default()),
-            ),
+            "failed" => Err(ApiError::conflict("Claim build failed permanently.")
+                .detail(latest.job_error.clone().unwrap_or_default())),
             _ => Ok(Next::Stream),
         };
     }
@@ -102,8 +86,8 @@ fn durable_check(
     ))
 }
 
-fn claimed(workspace_id: Uuid, owner: Uuid) -> ReinitEvent {
-    ReinitEvent {
+fn claimed(workspace_id: Uuid, owner: Uuid) -> sdk::ReinitializationEvent {
+    sdk::ReinitializationEvent {
         workspace_id,
         reason: "prebuild_claimed",
         owner_id: (!owner.is_nil()).then_some(owner),
@@ -119,7 +103,7 @@ async fn next_event(
     changes: &mut tokio::sync::watch::Receiver<u64>,
     ping: &mut tokio::time::Interval,
     waiting: &mut bool,
-) -> store::Result<Option<ReinitEvent>> {
+) -> store::Result<Option<sdk::ReinitializationEvent>> {
     loop {
         tokio::select! {
             _ = ping.tick() => return Ok(None),
@@ -145,7 +129,7 @@ async fn next_event(
 /// when there is data, then a blank line. (warp writes `event:` and `data:`
 /// with no space after the colon; the leading spaces here make the bytes
 /// Coder's own reader expects.)
-fn sse_event(event: Option<&ReinitEvent>) -> warp::sse::Event {
+fn sse_event(event: Option<&sdk::ReinitializationEvent>) -> warp::sse::Event {
     match event {
         Some(e) => warp::sse::Event::default()
             .event(" data")

@@ -19,18 +19,25 @@ fn no_credentials(detail: Option<&str>) -> ApiError {
     }
 }
 
+/// [`Store::read_inline`](store::Store::read_inline) for a closure that may
+/// refuse the request: one read transaction, and one `Result` for the caller
+/// (a database failure becomes an internal `ApiError`).
+pub fn read_inline<T>(
+    store: &store::Store,
+    f: impl FnOnce(&store::Connection) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    store.read_inline(|c| Ok(f(c)))?
+}
+
 /// Resolves the user an API key belongs to. Runs on a store connection.
 pub fn user_for_key(
     conn: &store::Connection,
     token: Option<&str>,
     now: OffsetDateTime,
-) -> store::Result<Result<UserRow, ApiError>> {
-    let (id, secret) = match split(token) {
-        Ok(parts) => parts,
-        Err(e) => return Ok(Err(e)),
-    };
+) -> Result<UserRow, ApiError> {
+    let (id, secret) = split(token)?;
     let found = store::users::api_key_with_user(conn, id)?;
-    Ok(check_key(found.as_ref(), secret, now))
+    check_key(found.as_ref(), secret, now)
 }
 
 /// [`user_for_key`] answered from `cache` when nothing was committed since
@@ -40,11 +47,8 @@ pub fn user_for_key_cached(
     token: Option<&str>,
     version: i64,
     now: OffsetDateTime,
-) -> store::Result<Result<UserRow, ApiError>> {
-    let (id, secret) = match split(token) {
-        Ok(parts) => parts,
-        Err(e) => return Ok(Err(e)),
-    };
+) -> Result<UserRow, ApiError> {
+    let (id, secret) = split(token)?;
     let found = match app.api_keys.get(id, version) {
         Some(hit) => hit,
         None => {
@@ -55,7 +59,7 @@ pub fn user_for_key_cached(
             found
         }
     };
-    Ok(check_key(found.as_ref(), secret, now))
+    check_key(found.as_ref(), secret, now)
 }
 
 fn split(token: Option<&str>) -> Result<(&str, &str), ApiError> {
@@ -108,21 +112,15 @@ pub fn readable_agent(
     token: Option<&str>,
     raw_id: &str,
     now: OffsetDateTime,
-) -> store::Result<Result<store::agents::AgentRow, ApiError>> {
-    let user = match user_for_key(conn, token, now)? {
-        Ok(u) => u,
-        Err(e) => return Ok(Err(e)),
-    };
-    let id = match parse_uuid_param(raw_id) {
-        Ok(id) => id,
-        Err(e) => return Ok(Err(e)),
-    };
-    Ok(match store::agents::live_agent(conn, id)? {
+) -> Result<store::agents::AgentRow, ApiError> {
+    let user = user_for_key(conn, token, now)?;
+    let id = parse_uuid_param(raw_id)?;
+    match store::agents::live_agent(conn, id)? {
         Some(a) if auth::may_read(user.role, user.id, a.owner_id) => Ok(a),
         _ => Err(ApiError::not_found(
             "Agent doesn't exist with that id, or you do not have access to it.",
         )),
-    })
+    }
 }
 
 /// [`agent_for_token`] for a route whose body is still unread: a refusal
@@ -131,9 +129,7 @@ pub fn agent_before_body(
     app: &crate::server::app::App,
     token: Option<&str>,
 ) -> Result<store::agents::AgentRow, ApiError> {
-    app.store
-        .read_inline(|c| agent_for_token(c, token))?
-        .map_err(super::filters::refuse_unread)
+    read_inline(&app.store, |c| agent_for_token(c, token)).map_err(super::filters::refuse_unread)
 }
 
 /// Resolves the agent an agent token belongs to (`/me/*` routes), with
@@ -142,25 +138,24 @@ pub fn agent_before_body(
 pub fn agent_for_token(
     conn: &store::Connection,
     token: Option<&str>,
-) -> store::Result<Result<store::agents::AgentRow, ApiError>> {
+) -> Result<store::agents::AgentRow, ApiError> {
     let Some(token) = token else {
-        return Ok(Err(ApiError::unauthorized(
+        return Err(ApiError::unauthorized(
             "Cookie \"coder_session_token\" must be provided.",
-        )));
+        ));
     };
     if uuid::Uuid::parse_str(token).is_err() {
-        return Ok(Err(ApiError::unauthorized(
-            "Workspace agent token invalid.",
-        )
-        .detail(format!(
-            "An agent token must be a valid UUIDv4. (len {})",
-            token.len()
-        ))));
+        return Err(
+            ApiError::unauthorized("Workspace agent token invalid.").detail(format!(
+                "An agent token must be a valid UUIDv4. (len {})",
+                token.len()
+            )),
+        );
     }
     match store::agents::agent_by_token_hash(conn, &auth::agent_token_hash(token))? {
-        Some(agent) => Ok(Ok(agent)),
-        None => Ok(Err(ApiError::unauthorized("Workspace agent not authorized.").detail(
+        Some(agent) => Ok(agent),
+        None => Err(ApiError::unauthorized("Workspace agent not authorized.").detail(
             "The agent cannot authenticate until the workspace provision job has been completed. If the job is no longer running, this agent is invalid.",
-        ))),
+        )),
     }
 }
