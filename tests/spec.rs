@@ -1,13 +1,15 @@
 //! Response bodies checked against Coder's strict swagger
-//! (`tests/spec/coder-agents.strict.swagger.json`) by `tests/spec/validate.py`.
+//! (`tests/spec/coder-agents.strict.swagger.json`, OpenAPI 2).
 //!
 //! Runs the real binary on loopback with a fresh database, applies manifests
 //! through the CLI, and validates what `GET /api/v2/workspaceagents/{id}`
-//! returns (success and error bodies). Needs python3 with the modules in
-//! `tests/spec/requirements.txt`; without them these tests fail, they do not
-//! skip.
+//! returns (success and error bodies) in-process with the `boon` JSON Schema
+//! validator: each `x-nullable: true` becomes a union with `null`, the
+//! swagger is one draft-4 document, and a body must match
+//! `#/definitions/NAME` with `format: date-time` (RFC 3339) and
+//! `format: uuid` checked. Needs only the Rust toolchain.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -180,60 +182,262 @@ fn listen_addr(line: &str) -> Option<String> {
     (!addr.is_empty()).then_some(addr)
 }
 
-fn validator_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/validate.py")
+const SPEC: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/spec/coder-agents.strict.swagger.json"
+);
+/// The swagger's name for the validator; its `$ref`s (`#/definitions/...`)
+/// resolve inside it.
+const SPEC_URI: &str = "urn:spec";
+
+/// Why a body is not a valid definition: boon's whole error tree, and its
+/// leaves one by one.
+#[derive(Debug)]
+struct Invalid {
+    report: String,
+    violations: Vec<Violation>,
 }
 
-/// Runs validate.py on `body`; returns (exit code, stdout). Panics when the
-/// validator itself cannot run (no python3, missing modules, usage error):
-/// that must fail the test, never skip it.
-fn run_validator(definition: &str, body: &str) -> (i32, String) {
-    let mut child = Command::new("python3")
-        .arg(validator_script())
-        .arg(definition)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run python3 ({e}); install it, then: pip install -r tests/spec/requirements.txt")
+/// One leaf of the error tree: what is wrong, and where in the body.
+#[derive(Debug)]
+struct Violation {
+    /// JSON pointer to the offending value ("" is the whole body).
+    at: String,
+    /// The schema keyword that failed: "required", "enum", "type", ...
+    keyword: &'static str,
+    /// For "required": the properties that are missing.
+    missing: Vec<String>,
+}
+
+/// Validates `body` against `definitions/{definition}` of the swagger.
+/// Panics when the validator itself cannot run (unreadable spec, unknown
+/// definition, a `$ref` outside the spec): that fails the test, never skips it.
+fn validate(definition: &str, body: &str) -> Result<(), Invalid> {
+    let text = std::fs::read_to_string(SPEC).unwrap_or_else(|e| panic!("reading {SPEC}: {e}"));
+    let mut spec: Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{SPEC} is not JSON: {e}"));
+    let definitions = spec["definitions"].as_object().expect("spec definitions");
+    if !definitions.contains_key(definition) {
+        let close: Vec<&str> = definitions
+            .keys()
+            .filter(|d| d.to_lowercase().contains(&definition.to_lowercase()))
+            .map(String::as_str)
+            .collect();
+        panic!("no definition named {definition:?} in {SPEC} (close: {close:?})");
+    }
+    nullable_to_union(&mut spec);
+
+    let body: Value = match serde_json::from_str(body) {
+        Ok(body) => body,
+        Err(e) => {
+            return Err(Invalid {
+                report: format!("the response is not JSON: {e}"),
+                violations: vec![Violation {
+                    at: String::new(),
+                    keyword: "json",
+                    missing: Vec::new(),
+                }],
+            });
+        }
+    };
+
+    let mut compiler = boon::Compiler::new();
+    compiler.set_default_draft(boon::Draft::V4);
+    compiler.use_loader(Box::new(NoLoading));
+    // Format assertions are on for draft 4 (unknown formats, like the
+    // swagger's `float64`, are not checked). These two replace boon's own
+    // checks (which allow a leap second) with the rules the former python
+    // validator applied, a little stricter: see
+    // validator_checks_date_times_and_uuids.
+    compiler.register_format(boon::Format {
+        name: "date-time",
+        func: date_time_format,
+    });
+    compiler.register_format(boon::Format {
+        name: "uuid",
+        func: uuid_format,
+    });
+    compiler
+        .add_resource(SPEC_URI, spec)
+        .unwrap_or_else(|e| panic!("adding {SPEC}: {e:#}"));
+    let mut schemas = boon::Schemas::new();
+    let index = compiler
+        .compile(
+            &format!("{SPEC_URI}#/definitions/{definition}"),
+            &mut schemas,
+        )
+        .unwrap_or_else(|e| panic!("compiling {definition} from {SPEC}: {e:#}"));
+    schemas.validate(&body, index).map_err(|error| {
+        let mut violations = Vec::new();
+        leaves(&error, &mut violations);
+        Invalid {
+            report: format!("{error}"),
+            violations,
+        }
+    })
+}
+
+/// Rewrites `x-nullable: true` (Swagger 2.0) into plain JSON Schema, in place:
+/// a `type` gains "null"; a schema without one (a bare `$ref`, whose siblings
+/// draft 4 ignores) becomes `anyOf: [schema, {type: null}]`.
+fn nullable_to_union(node: &mut Value) {
+    match node {
+        Value::Array(items) => items.iter_mut().for_each(nullable_to_union),
+        Value::Object(map) => {
+            map.values_mut().for_each(nullable_to_union);
+            if map.remove("x-nullable") != Some(Value::Bool(true)) {
+                return;
+            }
+            match map.get_mut("type") {
+                Some(Value::String(kind)) => {
+                    let kind = Value::String(std::mem::take(kind));
+                    map.insert("type".into(), Value::Array(vec![kind, "null".into()]));
+                }
+                Some(Value::Array(kinds)) => {
+                    if !kinds.iter().any(|k| k == "null") {
+                        kinds.push("null".into());
+                    }
+                }
+                _ => {
+                    let inner = std::mem::take(map);
+                    map.insert(
+                        "anyOf".into(),
+                        serde_json::json!([inner, { "type": "null" }]),
+                    );
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Refuses every URL: the swagger is self-contained, and the tests never
+/// read files or the network to validate.
+struct NoLoading;
+
+impl boon::UrlLoader for NoLoading {
+    fn load(&self, url: &str) -> Result<Value, Box<dyn std::error::Error>> {
+        Err(format!("{url}: only $refs inside {SPEC} are allowed").into())
+    }
+}
+
+/// `format: date-time`, RFC 3339 as the validator always checked it:
+/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)` (`T` and `Z` in either
+/// case), a real calendar day of a year other than 0, no leap second.
+fn date_time_format(value: &Value) -> Result<(), Box<dyn std::error::Error>> {
+    let Value::String(s) = value else {
+        return Ok(());
+    };
+    if is_rfc3339(s.to_ascii_uppercase().as_bytes()) {
+        Ok(())
+    } else {
+        Err("want an RFC 3339 date-time, YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM)".into())
+    }
+}
+
+fn is_rfc3339(b: &[u8]) -> bool {
+    let number = |at: usize, len: usize| -> Option<u32> {
+        b.get(at..at + len)?.iter().try_fold(0, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    let at = |i: usize, c: u8| b.get(i) == Some(&c);
+    let (Some(year), Some(month), Some(day), Some(hour), Some(minute), Some(second)) = (
+        number(0, 4),
+        number(5, 2),
+        number(8, 2),
+        number(11, 2),
+        number(14, 2),
+        number(17, 2),
+    ) else {
+        return false;
+    };
+    if !(at(4, b'-') && at(7, b'-') && at(10, b'T') && at(13, b':') && at(16, b':')) {
+        return false;
+    }
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    if year == 0 || !(1..=days).contains(&day) || hour > 23 || minute > 59 || second > 59 {
+        return false;
+    }
+    let mut rest = &b[19..];
+    if let Some(fraction) = rest.strip_prefix(b".") {
+        let digits = fraction.iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 {
+            return false;
+        }
+        rest = &fraction[digits..];
+    }
+    match rest {
+        [b'Z'] => true,
+        [b'+' | b'-', h1, h2, b':', m1, m2] => {
+            let two = |a: u8, b: u8| {
+                (a.is_ascii_digit() && b.is_ascii_digit())
+                    .then(|| u32::from(a - b'0') * 10 + u32::from(b - b'0'))
+            };
+            matches!((two(*h1, *h2), two(*m1, *m2)), (Some(h), Some(m)) if h <= 23 && m <= 59)
+        }
+        _ => false,
+    }
+}
+
+/// `format: uuid`: 8-4-4-4-12 hex digits, either case.
+fn uuid_format(value: &Value) -> Result<(), Box<dyn std::error::Error>> {
+    let Value::String(s) = value else {
+        return Ok(());
+    };
+    let canonical = s.len() == 36
+        && s.bytes().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == b'-',
+            _ => c.is_ascii_hexdigit(),
         });
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(body.as_bytes())
-        .expect("writing to validate.py");
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut stdout)
-        .expect("reading validate.py stdout");
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut stderr)
-        .expect("reading validate.py stderr");
-    let status = child.wait().expect("waiting for validate.py");
-    let code = status.code().unwrap_or(-1);
-    assert!(
-        code == 0 || code == 1,
-        "validate.py could not validate (exit code {code}); it needs: pip install -r tests/spec/requirements.txt\nstdout: {stdout}\nstderr: {stderr}"
-    );
-    (code, stdout)
+    if canonical {
+        Ok(())
+    } else {
+        Err("want 8-4-4-4-12 hex digits".into())
+    }
+}
+
+/// The leaves of boon's error tree (for `anyOf`, every branch's reasons).
+fn leaves(error: &boon::ValidationError, out: &mut Vec<Violation>) {
+    if !error.causes.is_empty() {
+        for cause in &error.causes {
+            leaves(cause, out);
+        }
+        return;
+    }
+    use boon::ErrorKind as K;
+    let (keyword, missing) = match &error.kind {
+        K::Required { want } => ("required", want.iter().map(|p| p.to_string()).collect()),
+        K::Enum { .. } => ("enum", Vec::new()),
+        K::Const { .. } => ("const", Vec::new()),
+        K::Type { .. } => ("type", Vec::new()),
+        K::Format { .. } => ("format", Vec::new()),
+        K::AdditionalProperties { .. } => ("additionalProperties", Vec::new()),
+        K::FalseSchema => ("false", Vec::new()),
+        _ => ("other", Vec::new()),
+    };
+    out.push(Violation {
+        at: error.instance_location.to_string(),
+        keyword,
+        missing,
+    });
 }
 
 /// Asserts `body` is a valid `definition`.
 fn assert_valid(definition: &str, what: &str, body: &str) {
-    let (code, out) = run_validator(definition, body);
-    assert_eq!(
-        code, 0,
-        "{what} is not a valid {definition}:\n{out}\nbody: {body}"
-    );
+    if let Err(invalid) = validate(definition, body) {
+        panic!(
+            "{what} is not a valid {definition}:\n{}\nbody: {body}",
+            invalid.report
+        );
+    }
 }
 
 fn agent_id(applied: &Value, name: &str) -> Uuid {
@@ -498,14 +702,118 @@ fn validator_rejects_a_broken_agent() {
     let object = broken.as_object_mut().expect("an object");
     assert!(object.remove("name").is_some(), "no name in {body}");
     object.insert("status".into(), Value::from("online"));
-    let (code, out) = run_validator("codersdk.WorkspaceAgent", &broken.to_string());
-    assert_eq!(code, 1, "the broken agent passed validation:\n{out}");
+    let invalid = validate("codersdk.WorkspaceAgent", &broken.to_string())
+        .expect_err("the broken agent passed validation");
+    let out = &invalid.report;
     assert!(
-        out.contains("'name' is a required property"),
-        "missing name not reported:\n{out}"
+        invalid
+            .violations
+            .iter()
+            .any(|v| v.at.is_empty() && v.keyword == "required" && v.missing == ["name"]),
+        "missing name not reported:\n{out}\n{:#?}",
+        invalid.violations
     );
     assert!(
-        out.contains("$.status") && out.contains("'online'"),
-        "bad status not reported:\n{out}"
+        invalid
+            .violations
+            .iter()
+            .any(|v| v.at == "/status" && v.keyword == "enum"),
+        "bad status not reported:\n{out}\n{:#?}",
+        invalid.violations
     );
+}
+
+/// Format checks (no server needed): what the validator accepts and refuses
+/// as `date-time` and `uuid`, each through a real definition.
+#[test]
+fn validator_checks_date_times_and_uuids() {
+    let log_source = |created_at: &str, id: &str| {
+        serde_json::json!({
+            "created_at": created_at,
+            "display_name": "Install tools",
+            "icon": "",
+            "id": id,
+            "workspace_agent_id": "7d9c6e48-7f53-4c47-9e0f-2d2e1a3c6b51",
+        })
+        .to_string()
+    };
+    let uuid = "7d9c6e48-7f53-4c47-9e0f-2d2e1a3c6b51";
+    let time = "2024-01-01T00:00:00Z";
+    let check = |pointer: &str, value: &str, body: String, want_valid: bool| match validate(
+        "codersdk.WorkspaceAgentLogSource",
+        &body,
+    ) {
+        Ok(()) => assert!(want_valid, "{pointer} = {value:?} passed"),
+        Err(invalid) => {
+            assert!(
+                !want_valid,
+                "{pointer} = {value:?} failed:\n{}",
+                invalid.report
+            );
+            assert!(
+                invalid
+                    .violations
+                    .iter()
+                    .all(|v| v.at == pointer && v.keyword == "format"),
+                "{pointer} = {value:?}: {:#?}",
+                invalid.violations
+            );
+        }
+    };
+    for (date_time, want_valid) in [
+        ("2024-01-01T00:00:00Z", true),
+        ("2024-01-01t00:00:00z", true),
+        ("2024-01-01T00:00:00.123456789Z", true),
+        ("2024-01-01T00:00:00+05:30", true),
+        ("2024-01-01T00:00:00-23:59", true),
+        ("2024-02-29T23:59:59Z", true),
+        ("2000-02-29T00:00:00Z", true),
+        ("2024-01-01T00:00:00+24:00", false),
+        ("2024-01-01T00:00:00+23:60", false),
+        ("2024-01-01T00:00:00+0530", false),
+        ("2023-02-29T00:00:00Z", false),
+        ("1900-02-29T00:00:00Z", false),
+        ("2024-04-31T00:00:00Z", false),
+        ("2024-01-00T00:00:00Z", false),
+        ("2024-13-01T00:00:00Z", false),
+        ("0000-01-01T00:00:00Z", false),
+        ("2024-01-01T24:00:00Z", false),
+        ("2024-01-01T23:60:00Z", false),
+        ("2016-12-31T23:59:60Z", false),
+        ("2024-01-01 00:00:00Z", false),
+        ("2024-01-01T00:00:00", false),
+        ("2024-01-01T00:00Z", false),
+        ("2024-01-01T00:00:00.Z", false),
+        ("2024-1-01T00:00:00Z", false),
+        ("\u{ff12}024-01-01T00:00:00Z", false),
+        ("", false),
+        // Stricter than the python validator was (its regex `$` let a final
+        // newline through).
+        ("2024-01-01T00:00:00Z\n", false),
+    ] {
+        check(
+            "/created_at",
+            date_time,
+            log_source(date_time, uuid),
+            want_valid,
+        );
+    }
+    for (id, want_valid) in [
+        ("7d9c6e48-7f53-4c47-9e0f-2d2e1a3c6b51", true),
+        ("7D9C6E48-7F53-4C47-9E0F-2D2E1A3C6B51", true),
+        ("00000000-0000-0000-0000-000000000000", true),
+        ("7d9c6e487f534c479e0f2d2e1a3c6b51", false),
+        ("{7d9c6e48-7f53-4c47-9e0f-2d2e1a3c6b51}", false),
+        ("urn:uuid:7d9c6e48-7f53-4c47-9e0f-2d2e1a3c6b51", false),
+        ("7d9c6e48-7f53-4c47-9e0f-2d2e1a3c6b5", false),
+        ("7d9c6e48-7f53-4c47-9e0f-2d2e1a3c6g51", false),
+        ("7d9c6e4-87f53-4c47-9e0f-2d2e1a3c6b51", false),
+        ("not-a-uuid", false),
+        ("", false),
+        // Stricter than the python validator was (Python's UUID() drops
+        // every hyphen, so a 37th character `-` passed).
+        ("7d9c6e48-7f53-4c47-9e0f-2d2e1a3c6b51-", false),
+    ] {
+        check("/id", id, log_source(time, id), want_valid);
+    }
 }

@@ -1,7 +1,12 @@
 //! `GET /api/v2/workspaceagents/me/gitsshkey` and `appliance user gitsshkey`:
 //! upstream's TestAgentGitSSHKey and TestAgentGitSSHKey_APIKeyScopes, each
 //! algorithm checked with OpenSSH's own `ssh-keygen -y`.
+//!
+//! Without `ssh-keygen` on PATH that cross-check is skipped, loudly, and the
+//! rest of each test still runs; with `APPLIANCE_TEST_REQUIRE_SSH_KEYGEN` set
+//! (CI sets it) a missing `ssh-keygen` fails the test instead.
 
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
@@ -51,22 +56,46 @@ fn fetch(server: &TestServer, agent_token: &str) -> (String, String) {
     (public, private)
 }
 
-/// `ssh-keygen -y -f KEY`: the public key OpenSSH derives from `private`.
-fn ssh_keygen_public(server: &TestServer, private: &str) -> String {
+/// Set (to any value) to make a missing `ssh-keygen` fail the tests.
+const REQUIRE_SSH_KEYGEN: &str = "APPLIANCE_TEST_REQUIRE_SSH_KEYGEN";
+
+/// `ssh-keygen -y -f KEY`: the public key OpenSSH derives from `private`, or
+/// None when `ssh-keygen` is not on PATH and [`REQUIRE_SSH_KEYGEN`] is unset.
+fn ssh_keygen_public(server: &TestServer, private: &str) -> Option<String> {
     let path = server.sandbox().write("id_test", private);
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
-    let out = Command::new("ssh-keygen")
+    let out = match Command::new("ssh-keygen")
         .arg("-y")
         .arg("-f")
         .arg(&path)
         .output()
-        .expect("run ssh-keygen (apt-get install -y openssh-client)");
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let install =
+                "install OpenSSH's client (Debian/Ubuntu: apt-get install openssh-client)";
+            assert!(
+                std::env::var_os(REQUIRE_SSH_KEYGEN).is_none(),
+                "ssh-keygen is not on PATH and {REQUIRE_SSH_KEYGEN} is set: {install}"
+            );
+            // Straight to stderr, not eprintln!: the test harness captures
+            // that for passing tests, and this must be seen.
+            let _ = writeln!(
+                std::io::stderr(),
+                "WARNING: OpenSSH cross-check SKIPPED: ssh-keygen is not on PATH, so the served \
+                 git SSH keys were not checked with `ssh-keygen -y`; {install} \
+                 (set {REQUIRE_SSH_KEYGEN}=1 to make this a failure)"
+            );
+            return None;
+        }
+        Err(e) => panic!("running ssh-keygen: {e}"),
+    };
     assert!(
         out.status.success(),
         "ssh-keygen -y refused the key: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).expect("utf-8")
+    Some(String::from_utf8(out.stdout).expect("utf-8"))
 }
 
 #[test]
@@ -91,9 +120,10 @@ fn each_algorithm_serves_a_key_pair_openssh_accepts() {
             private.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"),
             "{algorithm:?}"
         );
-        let derived = ssh_keygen_public(&server, &private);
-        // ssh-keygen appends the key's (empty) comment field as nothing.
-        assert_eq!(derived.trim_end(), public.trim_end(), "{algorithm:?}");
+        if let Some(derived) = ssh_keygen_public(&server, &private) {
+            // ssh-keygen appends the key's (empty) comment field as nothing.
+            assert_eq!(derived.trim_end(), public.trim_end(), "{algorithm:?}");
+        }
         // Stable: the same pair on every call.
         assert_eq!(fetch(&server, &token), (public.clone(), private));
         // The CLI prints the same public key for pasting into a forge.
@@ -153,10 +183,9 @@ fn regenerating_replaces_the_key_workspaces_get() {
     assert_ne!(printed, before);
     let (after, private) = fetch(&server, &token);
     assert_eq!(after, printed);
-    assert_eq!(
-        ssh_keygen_public(&server, &private).trim_end(),
-        after.trim_end()
-    );
+    if let Some(derived) = ssh_keygen_public(&server, &private) {
+        assert_eq!(derived.trim_end(), after.trim_end());
+    }
 }
 
 #[test]
@@ -175,10 +204,9 @@ fn a_user_without_a_key_gets_one_on_first_use() {
     }
     let (first, private) = fetch(&server, &token);
     assert!(first.starts_with("ssh-ed25519 "));
-    assert_eq!(
-        ssh_keygen_public(&server, &private).trim_end(),
-        first.trim_end()
-    );
+    if let Some(derived) = ssh_keygen_public(&server, &private) {
+        assert_eq!(derived.trim_end(), first.trim_end());
+    }
     assert_eq!(fetch(&server, &token).0, first, "kept after the first use");
 }
 
