@@ -1,5 +1,5 @@
-//! The HTTP layer: THE routing table, and the only place (with `error.rs` and
-//! `server.rs`) that knows warp.
+//! The HTTP layer: the routing table, `serve` and `error`; the only code that
+//! knows warp, hyper and HTTP statuses.
 //!
 //! Each resource file starts with a `routes(&App)` function listing its routes
 //! (path and method, then extractors, then `.then(handler)`), followed by its
@@ -17,7 +17,10 @@ mod log_sources;
 mod logs;
 mod metrics;
 mod reinit;
+mod serve;
 mod session;
+
+pub(crate) use serve::serve;
 
 pub use external_auth::ExternalAuthState;
 use warp::Filter;

@@ -1,4 +1,5 @@
-//! Binds, serves, and shuts down gracefully. The only caller of warp's server.
+//! Binds, serves (through `routes::serve`, the HTTP layer), and shuts down
+//! gracefully: stop accepting, finish in-flight requests, checkpoint the database.
 
 pub(crate) mod app;
 pub(crate) mod metrics;
@@ -38,12 +39,7 @@ pub async fn run(
     app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let filter = routes::routes(&app);
-    warp::serve(filter)
-        .incoming(bound.listener)
-        .graceful(shutdown)
-        .run()
-        .await;
+    routes::serve(bound.listener, &app, shutdown).await;
     let store = app.store.clone();
     tokio::task::spawn_blocking(move || store.checkpoint())
         .await
