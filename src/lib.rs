@@ -32,6 +32,7 @@
 
 pub(crate) mod agent;
 pub(crate) mod agent_status;
+pub(crate) mod app;
 pub mod auth;
 pub mod cli;
 pub(crate) mod config;

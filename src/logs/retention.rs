@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use crate::server::app::App;
 use crate::store;
 
 /// How often the purge runs (as upstream's dbpurge).
@@ -26,15 +25,14 @@ pub fn purge_once(store: &store::Store, retention: Duration) -> store::Result<(u
 }
 
 /// Runs until the process ends. Does nothing when retention is zero.
-pub async fn run(app: App) {
-    let retention = app.config.logs.retention;
+pub async fn run(store: store::Store, retention: Duration) {
     if retention.is_zero() {
         return;
     }
     let mut tick = tokio::time::interval(EVERY);
     loop {
         tick.tick().await;
-        let store = app.store.clone();
+        let store = store.clone();
         match tokio::task::spawn_blocking(move || purge_once(&store, retention)).await {
             Ok(Ok((0, _))) => {}
             Ok(Ok((agents, lines))) => tracing::info!(agents, lines, "purged logs past retention"),

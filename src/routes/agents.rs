@@ -13,9 +13,9 @@ use warp::reply::Response;
 use super::filters::{session_token, with_app};
 use super::session::{parse_uuid_param, read_inline, readable_agent, user_for_key_cached};
 use crate::agent_status;
+use crate::app::App;
 use crate::routes::error::{ApiError, json_bytes, respond};
 use crate::sdk;
-use crate::server::app::App;
 use crate::store::{self, agents::AgentRow};
 
 pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
@@ -79,7 +79,7 @@ async fn get_agent(app: App, token: Option<String>, raw_id: String) -> Result<Re
     let bytes = bytes::Bytes::from(bytes);
     app.agent_views.put(
         id,
-        crate::server::view_cache::View {
+        crate::app::view_cache::View {
             version,
             owner_id,
             body: bytes.clone(),

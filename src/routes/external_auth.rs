@@ -24,10 +24,10 @@ use warp::reply::Response;
 
 use super::filters::{query_flag, query_pairs, session_token, with_app};
 use super::session::{agent_before_body, user_for_key};
+use crate::app::App;
 use crate::external_auth::oauth_client::{self, Failure};
 use crate::external_auth::{ExternalAuthResponse, Provider};
 use crate::routes::error::{ApiError, json_response, respond};
-use crate::server::app::App;
 use crate::store;
 use crate::store::external_auth::LinkRow;
 

@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 use warp::Filter;
 use warp::http::HeaderMap;
 
+use crate::app::App;
 use crate::routes::error::{ApiError, MAX_BODY_BYTES};
-use crate::server::app::App;
 
 pub fn with_app(app: &App) -> impl Filter<Extract = (App,), Error = Infallible> + Clone + use<> {
     let app = app.clone();

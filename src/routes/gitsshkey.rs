@@ -9,8 +9,8 @@ use warp::reply::Response;
 
 use super::filters::{session_token, with_app};
 use super::session::agent_before_body;
+use crate::app::App;
 use crate::routes::error::{ApiError, json_response, respond};
-use crate::server::app::App;
 use crate::{gitsshkey, sdk, store};
 
 pub fn routes(app: &App) -> BoxedFilter<(Response,)> {

@@ -20,9 +20,9 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::filters::{null_as_default, read_json, refuse_unread, with_app};
+use crate::app::App;
 use crate::identity::{self, Cloud, IdentityError};
 use crate::routes::error::{ApiError, json_response, respond};
-use crate::server::app::App;
 use crate::{auth, sdk, sign_in, store};
 
 pub fn routes(app: &App) -> BoxedFilter<(Response,)> {

@@ -11,8 +11,8 @@ use warp::reply::Response;
 
 use super::filters::{null_as_default, read_json, session_token, with_app};
 use super::session::agent_before_body;
+use crate::app::App;
 use crate::routes::error::{ApiError, json_response, respond};
-use crate::server::app::App;
 use crate::{sdk, store};
 
 /// Display names are cut here, as upstream's VARCHAR(127) does.

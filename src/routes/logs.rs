@@ -23,9 +23,9 @@ use super::filters::{
     null_as_default, query_flag, query_pairs, read_body, session_token, with_app,
 };
 use super::session::{agent_before_body, readable_agent};
+use crate::app::App;
 use crate::logs::ingest::{self, Outcome};
 use crate::routes::error::{ApiError, MAX_BODY_BYTES, json_bytes, json_response, respond};
-use crate::server::app::App;
 use crate::store::{self, logs::LogRow};
 
 /// The follow socket: yawc's WebSocket on the connection hyper hands over.
@@ -399,7 +399,7 @@ async fn send_rows(
 async fn follow(app: App, agent_id: Uuid, after: i64, socket: Socket) {
     let _open = app
         .metrics
-        .stream_opened(crate::server::metrics::Stream::WebSocket);
+        .stream_opened(crate::app::metrics::Stream::WebSocket);
     let mut new_logs = app.hub.subscribe_logs(agent_id);
     let mut database = app.hub.subscribe_database();
     let (mut tx, mut rx) = socket.split();

@@ -11,9 +11,9 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::filters::with_app;
+use crate::app::App;
+use crate::app::metrics::Denied;
 use crate::routes::error::{ApiError, respond};
-use crate::server::app::App;
-use crate::server::metrics::Denied;
 use crate::store;
 
 pub fn routes(app: &App) -> BoxedFilter<(Response,)> {

@@ -27,7 +27,7 @@ use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
-use crate::server::app::App;
+use crate::app::App;
 
 /// Every route, the rejection handler, and per-request logging.
 pub fn routes(app: &App) -> BoxedFilter<(Response,)> {

@@ -17,8 +17,8 @@ use warp::reply::Response;
 
 use super::filters::{query_pairs, session_token, with_app};
 use super::session::agent_before_body;
+use crate::app::App;
 use crate::routes::error::{ApiError, respond};
-use crate::server::app::App;
 use crate::store::users::PREBUILDS_USER_ID;
 use crate::store::workspaces::BuildRow;
 use crate::{sdk, store};
@@ -146,9 +146,7 @@ async fn reinit(
     let agent = agent_before_body(&app, token.as_deref())?;
     let workspace_id = agent.workspace_id;
     // Counted as an open SSE stream from here until the body is dropped.
-    let open = app
-        .metrics
-        .stream_opened(crate::server::metrics::Stream::Sse);
+    let open = app.metrics.stream_opened(crate::app::metrics::Stream::Sse);
     let wait = query
         .iter()
         .rev()

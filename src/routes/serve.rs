@@ -5,7 +5,7 @@ use std::future::Future;
 
 use tokio::net::TcpListener;
 
-use crate::server::app::App;
+use crate::app::App;
 
 /// Serves `routes(app)` on `listener`; when `shutdown` resolves, stops
 /// accepting and returns once in-flight requests have finished.

@@ -43,7 +43,7 @@ pub fn user_for_key(
 /// [`user_for_key`] answered from `cache` when nothing was committed since
 /// the key was read (`version`), else from the database (and remembered).
 pub fn user_for_key_cached(
-    app: &crate::server::app::App,
+    app: &crate::app::App,
     token: Option<&str>,
     version: i64,
     now: OffsetDateTime,
@@ -126,7 +126,7 @@ pub fn readable_agent(
 /// [`agent_for_token`] for a route whose body is still unread: a refusal
 /// closes the connection (see `filters::refuse_unread`).
 pub fn agent_before_body(
-    app: &crate::server::app::App,
+    app: &crate::app::App,
     token: Option<&str>,
 ) -> Result<store::agents::AgentRow, ApiError> {
     read_inline(&app.store, |c| agent_for_token(c, token)).map_err(super::filters::refuse_unread)

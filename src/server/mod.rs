@@ -1,13 +1,10 @@
 //! Binds, serves (through `routes::serve`, the HTTP layer), and shuts down
 //! gracefully: stop accepting, finish in-flight requests, checkpoint the database.
 
-pub(crate) mod app;
-pub(crate) mod metrics;
 pub(crate) mod reload;
 pub(crate) mod start;
 pub(crate) mod systemd;
 pub(crate) mod telemetry;
-pub(crate) mod view_cache;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,8 +12,8 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::app::App;
 use crate::routes;
-use crate::server::app::App;
 
 /// A server bound to its address and ready to serve.
 pub struct Bound {

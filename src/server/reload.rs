@@ -17,9 +17,9 @@ use serde_json::Value;
 use tokio::signal::unix::Signal;
 use tokio::sync::watch;
 
+use crate::app::App;
 use crate::config::{self, Loaded};
 use crate::identity::Trust;
-use crate::server::app::App;
 use crate::server::telemetry::{self, FilterHandle};
 use crate::sign_in::trust_files;
 

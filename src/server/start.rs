@@ -5,8 +5,8 @@
 use anyhow::Context;
 use time::OffsetDateTime;
 
-use super::app::App;
 use super::{reload, telemetry};
+use crate::app::App;
 use crate::config::{self, Config};
 use crate::sign_in::trust_files;
 use crate::store::{self, Store};
@@ -76,12 +76,19 @@ pub(crate) fn serve(loaded: config::Loaded, source: reload::Source) -> anyhow::R
         let jwks_url = config.identity.gcp.jwks_url.clone();
         let base_trust = trust.trust.clone();
         let app = App::start(store, config, trust.trust)?;
-        tokio::spawn(crate::logs::retention::run(app.clone()));
+        tokio::spawn(crate::logs::retention::run(
+            app.store.clone(),
+            app.config.logs.retention,
+        ));
         let mut gcp_base = None;
         if let Some(url) = jwks_url {
             let (tx, rx) = tokio::sync::watch::channel(base_trust);
             gcp_base = Some(tx);
-            tokio::spawn(crate::sign_in::jwks_refresh::run(app.clone(), rx, url));
+            tokio::spawn(crate::sign_in::jwks_refresh::run(
+                app.trust_slot.clone(),
+                rx,
+                url,
+            ));
         }
         let reloader = crate::server::reload::Reloader {
             source,

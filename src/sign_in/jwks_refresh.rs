@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use super::TrustSlot;
 use crate::identity::Trust;
-use crate::server::app::App;
 
 pub const MIN_REFRESH: Duration = Duration::from_secs(5 * 60);
 pub const MAX_REFRESH: Duration = Duration::from_secs(24 * 3600);
@@ -83,7 +83,7 @@ fn with_fetched(base: &Trust, jwks: &[u8]) -> anyhow::Result<(Trust, usize)> {
 /// Runs until the process ends: fetch, swap, sleep, repeat. `base` is the
 /// trust material loaded from files; when it changes (SIGHUP reload), the
 /// last fetched keys are added to the new base and swapped in at once.
-pub async fn run(app: App, mut base: tokio::sync::watch::Receiver<Trust>, url: String) {
+pub async fn run(slot: TrustSlot, mut base: tokio::sync::watch::Receiver<Trust>, url: String) {
     let mut last_fetched: Option<Vec<u8>> = None;
     loop {
         let u = url.clone();
@@ -93,7 +93,7 @@ pub async fn run(app: App, mut base: tokio::sync::watch::Receiver<Trust>, url: S
                 let current = base.borrow_and_update().clone();
                 match with_fetched(&current, &body) {
                     Ok((trust, keys)) => {
-                        app.set_trust(trust);
+                        slot.set(trust);
                         last_fetched = Some(body);
                         let wait = refresh_interval(cache_control.as_deref());
                         tracing::info!(
@@ -142,7 +142,7 @@ pub async fn run(app: App, mut base: tokio::sync::watch::Receiver<Trust>, url: S
                         Some(body) => with_fetched(&current, body).map(|(t, _)| t).unwrap_or(current),
                         None => current,
                     };
-                    app.set_trust(trust);
+                    slot.set(trust);
                 }
             }
         }

@@ -11,11 +11,39 @@ pub(crate) mod jwks_refresh;
 pub(crate) mod rate_limit;
 pub(crate) mod trust_files;
 
+use std::sync::{Arc, RwLock};
+
 use self::agent_select::Refusal;
 use crate::auth;
+use crate::identity::Trust;
 use crate::store::agents::{self, InstanceCandidate};
 use crate::store::group::GroupWriter;
 use crate::store::{Result, Store};
+
+/// The trust material in force, shared by the sign-in routes, SIGHUP reload
+/// and the JWKS refresher; replaced whole, read as a cheap snapshot.
+#[derive(Clone)]
+pub struct TrustSlot(Arc<RwLock<Arc<Trust>>>);
+
+impl TrustSlot {
+    pub fn new(trust: Trust) -> TrustSlot {
+        TrustSlot(Arc::new(RwLock::new(Arc::new(trust))))
+    }
+
+    pub fn get(&self) -> Arc<Trust> {
+        self.0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    pub fn set(&self, trust: Trust) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(trust);
+    }
+}
 
 /// One verified sign-in waiting for its agent and token.
 pub struct Job {

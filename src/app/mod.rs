@@ -1,15 +1,21 @@
-//! `App`: the cheap-to-clone handle every request handler gets.
+//! `App`: the cheap-to-clone handle every request handler gets: the store,
+//! the configuration, the writers and the relay, the trust material in force,
+//! and the caches and counters of the request path (`view_cache`, `metrics`).
+//! It depends on the domain modules, never on `routes` or `server`.
 
-use std::sync::{Arc, RwLock};
+pub(crate) mod metrics;
+pub(crate) mod view_cache;
 
+use std::sync::Arc;
+
+use self::metrics::Metrics;
+use self::view_cache::{KeyCache, ViewCache};
 use crate::config::Config;
 use crate::identity::Trust;
 use crate::logs::ingest::LogWriter;
 use crate::logs::relay::{self, Hub};
-use crate::server::metrics::Metrics;
-use crate::server::view_cache::{KeyCache, ViewCache};
-use crate::sign_in::SignInWriter;
 use crate::sign_in::rate_limit::RateLimiter;
+use crate::sign_in::{SignInWriter, TrustSlot};
 use crate::store::Store;
 
 #[derive(Clone)]
@@ -17,7 +23,7 @@ pub struct App {
     pub store: Store,
     pub config: Arc<Config>,
     /// Instance-identity trust material; replaced whole when it is reloaded.
-    trust: Arc<RwLock<Arc<Trust>>>,
+    pub trust_slot: TrustSlot,
     /// Per-address budget for the unauthenticated sign-in routes.
     pub identity_limiter: Arc<RateLimiter>,
     /// Wakes log followers.
@@ -64,7 +70,7 @@ impl App {
             identity_limiter: Arc::new(RateLimiter::new(config.identity.rate_limit_per_minute)),
             metrics: Arc::new(Metrics::new(&config.metrics)),
             config: Arc::new(config),
-            trust: Arc::new(RwLock::new(Arc::new(trust))),
+            trust_slot: TrustSlot::new(trust),
             store,
             hub,
             logs,
@@ -78,17 +84,11 @@ impl App {
 
     /// The trust material in force now (a cheap snapshot).
     pub fn trust(&self) -> Arc<Trust> {
-        self.trust
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        self.trust_slot.get()
     }
 
     /// Replaces the trust material for every later request.
     pub fn set_trust(&self, trust: Trust) {
-        *self
-            .trust
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(trust);
+        self.trust_slot.set(trust);
     }
 }
