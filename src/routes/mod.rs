@@ -19,7 +19,6 @@ mod metrics;
 mod reinit;
 mod session;
 
-pub use external_auth::ExternalAuthState;
 use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
