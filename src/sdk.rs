@@ -16,10 +16,13 @@ pub mod rfc3339 {
     use serde::Serializer;
     use time::{OffsetDateTime, UtcOffset, format_description::well_known::Rfc3339};
 
+    /// Go's zero `time.Time`, as `encoding/json` writes it.
+    pub const GO_ZERO: &str = "0001-01-01T00:00:00Z";
+
     pub fn format(t: &OffsetDateTime) -> String {
         t.to_offset(UtcOffset::UTC)
             .format(&Rfc3339)
-            .unwrap_or_else(|_| "0001-01-01T00:00:00Z".to_string())
+            .unwrap_or_else(|_| GO_ZERO.to_string())
     }
 
     pub fn serialize<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
@@ -35,6 +38,21 @@ pub mod rfc3339 {
             match t {
                 Some(t) => s.serialize_str(&format(t)),
                 None => s.serialize_none(),
+            }
+        }
+    }
+
+    /// A Go `time.Time` without `omitempty` that may be unset: `None` is
+    /// sent as Go's zero time, never `null`.
+    pub mod or_zero {
+        use super::*;
+        pub fn serialize<S: Serializer>(
+            t: &Option<OffsetDateTime>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => s.serialize_str(&format(t)),
+                None => s.serialize_str(GO_ZERO),
             }
         }
     }
@@ -226,4 +244,20 @@ pub struct ReinitializationEvent {
     pub reason: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner_id: Option<Uuid>,
+}
+
+/// `agentsdk.ExternalAuthResponse`: an agent's git token, or where its owner
+/// links the provider (`url`, the rest empty).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExternalAuthResponse {
+    pub access_token: String,
+    /// Go's `map[string]interface{}`: `null` when the provider sent nothing.
+    pub token_extra: Option<serde_json::Value>,
+    pub url: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(with = "rfc3339::or_zero")]
+    pub expires_at: Option<OffsetDateTime>,
+    pub username: String,
+    pub password: String,
 }

@@ -38,8 +38,8 @@ pub struct App {
     pub api_keys: Arc<KeyCache>,
     /// `[[external_auth]]` providers, defaults filled in.
     pub external_auth: Arc<Vec<crate::external_auth::Provider>>,
-    /// OAuth states in flight and tokens already validated.
-    pub external_auth_state: Arc<crate::routes::ExternalAuthState>,
+    /// Tokens already validated (flows in progress are in the database).
+    pub external_auth_state: Arc<crate::external_auth::flow::FlowState>,
     /// Counters for `GET /metrics`.
     pub metrics: Arc<Metrics>,
 }

@@ -5,16 +5,19 @@
 //! This module is pure: the provider model with each type's defaults,
 //! choosing the provider for a request (Coder's
 //! `workspaceAgentsExternalAuth` step 3, template-scoped selection), and the
-//! answer an agent gets (steps 7-9). No I/O.
+//! answer an agent gets (steps 7-9). No I/O. `flow` has the browser flow's
+//! rules; `oauth_client` is the blocking HTTP side.
 
+pub(crate) mod flow;
 pub(crate) mod oauth_client;
 
 use std::fmt;
 use std::str::FromStr;
 
 use regex_lite::Regex;
-use serde::Serialize;
 use time::OffsetDateTime;
+
+use crate::sdk::ExternalAuthResponse;
 
 /// Provider types Coder knows, with their wire names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -433,66 +436,35 @@ fn configured_detail(providers: &[Provider]) -> String {
     )
 }
 
-/// `agentsdk.ExternalAuthResponse`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ExternalAuthResponse {
-    pub access_token: String,
-    pub token_extra: Option<serde_json::Value>,
-    pub url: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    #[serde(with = "go_time")]
-    pub expires_at: Option<OffsetDateTime>,
-    pub username: String,
-    pub password: String,
-}
-
-impl ExternalAuthResponse {
-    /// The user has no usable link yet: where to make one.
-    pub fn link_at(url: String) -> ExternalAuthResponse {
-        ExternalAuthResponse {
-            access_token: String::new(),
-            token_extra: None,
-            url,
-            kind: String::new(),
-            expires_at: None,
-            username: String::new(),
-            password: String::new(),
-        }
-    }
-
-    /// A usable token.
-    pub fn token(
-        kind: ProviderType,
-        access_token: &str,
-        extra: Option<serde_json::Value>,
-        expires_at: Option<OffsetDateTime>,
-    ) -> ExternalAuthResponse {
-        let (username, password) = kind.git_credentials(access_token);
-        ExternalAuthResponse {
-            access_token: access_token.to_string(),
-            token_extra: extra,
-            url: String::new(),
-            kind: kind.as_str().to_string(),
-            expires_at,
-            username,
-            password,
-        }
+/// The answer while the user has no usable link: where to make one.
+pub fn link_answer(url: String) -> ExternalAuthResponse {
+    ExternalAuthResponse {
+        access_token: String::new(),
+        token_extra: None,
+        url,
+        kind: String::new(),
+        expires_at: None,
+        username: String::new(),
+        password: String::new(),
     }
 }
 
-/// Go's `time.Time` on the wire: RFC 3339 in UTC, the zero time when unset.
-mod go_time {
-    use serde::Serializer;
-    use time::OffsetDateTime;
-
-    pub fn serialize<S: Serializer>(t: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
-        match t {
-            Some(t) => s.serialize_str(&crate::sdk::rfc3339::format(
-                &t.to_offset(time::UtcOffset::UTC),
-            )),
-            None => s.serialize_str("0001-01-01T00:00:00Z"),
-        }
+/// The answer with a usable token: git credentials as the type wants them.
+pub fn token_answer(
+    kind: ProviderType,
+    access_token: &str,
+    extra: Option<serde_json::Value>,
+    expires_at: Option<OffsetDateTime>,
+) -> ExternalAuthResponse {
+    let (username, password) = kind.git_credentials(access_token);
+    ExternalAuthResponse {
+        access_token: access_token.to_string(),
+        token_extra: extra,
+        url: String::new(),
+        kind: kind.as_str().to_string(),
+        expires_at,
+        username,
+        password,
     }
 }
 

@@ -147,7 +147,7 @@ fn specs_are_checked_field_by_field() {
 #[test]
 fn answers_map_credentials_per_type_and_times_to_utc() {
     let at = time::macros::datetime!(2026-11-29 12:00:00 +02:00);
-    let gitlab = ExternalAuthResponse::token(ProviderType::Gitlab, "tok", None, Some(at));
+    let gitlab = token_answer(ProviderType::Gitlab, "tok", None, Some(at));
     let v = serde_json::to_value(&gitlab).unwrap();
     assert_eq!(v["username"], "oauth2");
     assert_eq!(v["password"], "tok");
@@ -156,14 +156,14 @@ fn answers_map_credentials_per_type_and_times_to_utc() {
     assert_eq!(v["token_extra"], serde_json::Value::Null);
     assert_eq!(v["url"], "");
     for kind in [ProviderType::BitbucketCloud, ProviderType::BitbucketServer] {
-        let v = serde_json::to_value(ExternalAuthResponse::token(kind, "tok", None, None)).unwrap();
+        let v = serde_json::to_value(token_answer(kind, "tok", None, None)).unwrap();
         assert_eq!(
             (v["username"].as_str(), v["password"].as_str()),
             (Some("x-token-auth"), Some("tok"))
         );
         assert_eq!(v["expires_at"], "0001-01-01T00:00:00Z");
     }
-    let v = serde_json::to_value(ExternalAuthResponse::token(
+    let v = serde_json::to_value(token_answer(
         ProviderType::Github,
         "tok",
         Some(serde_json::json!({"scope": "repo"})),
@@ -175,12 +175,36 @@ fn answers_map_credentials_per_type_and_times_to_utc() {
         (Some("tok"), Some(""))
     );
     assert_eq!(v["token_extra"]["scope"], "repo");
-    let v = serde_json::to_value(ExternalAuthResponse::link_at(
-        "http://x/external-auth/gh".into(),
-    ))
-    .unwrap();
+    let v = serde_json::to_value(link_answer("http://x/external-auth/gh".into())).unwrap();
     assert_eq!(v["url"], "http://x/external-auth/gh");
     assert_eq!(v["access_token"], "");
     assert_eq!(v["type"], "");
     assert_eq!(v["expires_at"], "0001-01-01T00:00:00Z");
+}
+
+#[test]
+fn answers_are_byte_for_byte_what_coderd_sends() {
+    let at = time::macros::datetime!(2026-11-29 12:00:00.25 +02:00);
+    let cases = [
+        (
+            link_answer("http://x/external-auth/gh".into()),
+            r#"{"access_token":"","token_extra":null,"url":"http://x/external-auth/gh","type":"","expires_at":"0001-01-01T00:00:00Z","username":"","password":""}"#,
+        ),
+        (
+            token_answer(
+                ProviderType::Gitlab,
+                "tok",
+                Some(serde_json::json!({"scope": "repo"})),
+                Some(at),
+            ),
+            r#"{"access_token":"tok","token_extra":{"scope":"repo"},"url":"","type":"gitlab","expires_at":"2026-11-29T10:00:00.25Z","username":"oauth2","password":"tok"}"#,
+        ),
+        (
+            token_answer(ProviderType::Github, "tok", None, None),
+            r#"{"access_token":"tok","token_extra":null,"url":"","type":"github","expires_at":"0001-01-01T00:00:00Z","username":"tok","password":""}"#,
+        ),
+    ];
+    for (answer, want) in cases {
+        assert_eq!(serde_json::to_string(&answer).unwrap(), want);
+    }
 }

@@ -7,43 +7,30 @@
 //!   waits until the workspace owner has linked the provider.
 //! - `GET /external-auth/{provider}` and `/external-auth/{provider}/callback`:
 //!   the OAuth2 authorization-code flow a user follows in a browser (signed
-//!   in with their API key: cookie `coder_session_token` or the query) to
-//!   link the provider. `appliance external-auth link` does it without one.
+//!   in with their API key: cookie `coder_session_token`, or the query at the
+//!   start) to link the provider; its rules are in `external_auth::flow`.
+//!   `appliance external-auth link` does it without one.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
 use warp::Filter;
 use warp::filters::BoxedFilter;
-use warp::http::StatusCode;
+use warp::http::header::{LOCATION, SET_COOKIE};
+use warp::http::{HeaderValue, StatusCode};
 use warp::reply::Response;
 
 use super::filters::{query_flag, query_pairs, session_token, with_app};
-use super::session::{agent_before_body, user_for_key};
+use super::session::{agent_before_body, read_inline, user_for_key};
 use crate::app::App;
+use crate::external_auth::Provider;
+use crate::external_auth::flow::{self, STATE_COOKIE};
 use crate::external_auth::oauth_client::{self, Failure};
-use crate::external_auth::{ExternalAuthResponse, Provider};
 use crate::routes::error::{ApiError, json_response, respond};
+use crate::sdk::ExternalAuthResponse;
 use crate::store;
 use crate::store::external_auth::LinkRow;
-
-/// How long a browser has between leaving for the provider and coming back.
-const STATE_TTL: Duration = Duration::from_secs(10 * 60);
-/// Remembered token validations (digest → valid); cleared when this full.
-const MAX_VALIDATIONS: usize = 10_000;
-
-/// Server-side state of the external-auth flows.
-#[derive(Default)]
-pub struct ExternalAuthState {
-    /// OAuth `state` values in flight: state → (user, provider, started).
-    pending: Mutex<HashMap<String, (Uuid, String, Instant)>>,
-    /// Tokens already checked against their provider's `validate_url`.
-    validated: Mutex<HashMap<[u8; 32], bool>>,
-}
 
 pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
     let agent_route = |name: &'static str| {
@@ -70,16 +57,22 @@ pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
         .and(with_app(app))
         .then(
             |provider: String, token: Option<String>, app: App| async move {
-                respond(start_link(app, provider, token))
+                respond(start_link(app, provider, token).await)
             },
         );
     let callback = warp::path!("external-auth" / String / "callback")
         .and(warp::get())
+        .and(session_token())
+        .and(warp::cookie::optional::<String>(STATE_COOKIE))
         .and(query_pairs())
         .and(with_app(app))
         .then(
-            |provider: String, query: Vec<(String, String)>, app: App| async move {
-                respond(finish_link(app, provider, query).await)
+            |provider: String,
+             token: Option<String>,
+             state_cookie: Option<String>,
+             query: Vec<(String, String)>,
+             app: App| async move {
+                respond(finish_link(app, provider, token, state_cookie, query).await)
             },
         );
     agent_route("external-auth")
@@ -98,10 +91,6 @@ fn query<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .rev()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
-}
-
-fn digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
 }
 
 async fn agent_external_auth(
@@ -141,7 +130,7 @@ async fn agent_external_auth(
     }
     let answer = match usable(&app, &provider, owner).await? {
         Some(answer) => answer,
-        None => ExternalAuthResponse::link_at(link_url),
+        None => crate::external_auth::link_answer(link_url),
     };
     Ok(json_response(StatusCode::OK, &answer))
 }
@@ -202,7 +191,7 @@ async fn evaluate(
         (link.access_token, link.oauth_extra, link.expires_at)
     };
     let extra = extra.and_then(|e| serde_json::from_str(&e).ok());
-    Ok(Some(ExternalAuthResponse::token(
+    Ok(Some(crate::external_auth::token_answer(
         provider.kind,
         &access,
         extra,
@@ -235,32 +224,13 @@ async fn store_issued(
             )
         })
         .await?;
-    remember(app, &token.access_token, true);
+    app.external_auth_state.remember(&token.access_token, true);
     Ok(())
-}
-
-fn remember(app: &App, token: &str, valid: bool) {
-    let mut seen = app
-        .external_auth_state
-        .validated
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    if seen.len() >= MAX_VALIDATIONS {
-        seen.clear();
-    }
-    seen.insert(digest(token), valid);
 }
 
 /// Whether the provider accepts the token; asks it at most once per token.
 async fn validated(app: &App, provider: &Provider, token: &str) -> Result<bool, ApiError> {
-    let known = app
-        .external_auth_state
-        .validated
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&digest(token))
-        .copied();
-    if let Some(valid) = known {
+    if let Some(valid) = app.external_auth_state.validated(token) {
         return Ok(valid);
     }
     let (p, t) = (provider.clone(), token.to_string());
@@ -268,7 +238,7 @@ async fn validated(app: &App, provider: &Provider, token: &str) -> Result<bool, 
         .await
         .map_err(|e| ApiError::internal("Failed to refresh external auth token.", &e))?
         .map_err(|e| ApiError::internal("Failed to refresh external auth token.", &e))?;
-    remember(app, token, answer);
+    app.external_auth_state.remember(token, answer);
     Ok(answer)
 }
 
@@ -356,55 +326,96 @@ fn callback_url(app: &App, provider: &str) -> String {
 }
 
 /// `GET /external-auth/{provider}`: a signed-in user is sent to the
-/// provider's consent page.
-fn start_link(app: App, provider: String, token: Option<String>) -> Result<Response, ApiError> {
+/// provider's consent page, with a fresh state in the URL and in a cookie
+/// for the callback only.
+async fn start_link(
+    app: App,
+    provider: String,
+    token: Option<String>,
+) -> Result<Response, ApiError> {
     let p = configured(&app, &provider)?;
-    let now = OffsetDateTime::now_utc();
-    let user = app
-        .store
-        .read_inline(|c| Ok(user_for_key(c, token.as_deref(), now)))??;
-    let state = Uuid::new_v4().simple().to_string();
-    {
-        let mut pending = app
-            .external_auth_state
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        pending.retain(|_, (_, _, started)| started.elapsed() < STATE_TTL);
-        if pending.len() >= MAX_VALIDATIONS {
-            pending.clear();
-        }
-        pending.insert(state.clone(), (user.id, provider.clone(), Instant::now()));
-    }
+    let now = store::now();
+    let user = read_inline(&app.store, |c| user_for_key(c, token.as_deref(), now))?;
+    let state = flow::new_state();
+    let (pid, digest) = (provider.clone(), state.digest);
+    app.store
+        .write_async(move |tx| {
+            store::external_auth::put_state(
+                tx,
+                &digest,
+                user.id,
+                &pid,
+                now,
+                now - flow::STATE_TTL,
+                flow::MAX_PENDING_PER_USER,
+            )
+        })
+        .await?;
     let scope = p.scopes.join(" ");
     let params = serde_urlencoded::to_string([
         ("client_id", p.client_id.as_str()),
         ("redirect_uri", callback_url(&app, &provider).as_str()),
         ("response_type", "code"),
         ("scope", scope.as_str()),
-        ("state", state.as_str()),
+        ("state", state.value.as_str()),
     ])
     .map_err(|e| ApiError::internal("An internal server error occurred.", &e))?;
     let sep = if p.auth_url.contains('?') { '&' } else { '?' };
     let location = format!("{}{sep}{params}", p.auth_url);
     let mut resp = Response::new(Vec::<u8>::new().into());
     *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+    resp.headers_mut()
+        .insert(LOCATION, header_value(&location)?);
     resp.headers_mut().insert(
-        warp::http::header::LOCATION,
-        warp::http::HeaderValue::from_str(&location)
-            .map_err(|e| ApiError::internal("An internal server error occurred.", &e))?,
+        SET_COOKIE,
+        state_cookie(
+            &app,
+            &provider,
+            &state.value,
+            flow::STATE_TTL.whole_seconds(),
+        )?,
     );
     Ok(resp)
 }
 
+fn header_value(value: &str) -> Result<HeaderValue, ApiError> {
+    HeaderValue::from_str(value)
+        .map_err(|e| ApiError::internal("An internal server error occurred.", &e))
+}
+
+/// The `oauth_state` cookie: sent back only to this provider's callback,
+/// not readable by scripts, sent on the provider's top-level redirect
+/// (`SameSite=Lax`), `Secure` when the access URL is https. `max_age` 0
+/// removes it.
+fn state_cookie(
+    app: &App,
+    provider: &str,
+    value: &str,
+    max_age: i64,
+) -> Result<HeaderValue, ApiError> {
+    let secure = if app.config.access_url.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    header_value(&format!(
+        "{STATE_COOKIE}={value}; Path=/external-auth/{provider}/callback; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
+    ))
+}
+
 /// `GET /external-auth/{provider}/callback?code&state`: the provider sends
-/// the browser back; the code becomes the user's link.
+/// the browser back; the code becomes the signed-in user's link, if this
+/// browser started this user's flow.
 async fn finish_link(
     app: App,
     provider: String,
+    token: Option<String>,
+    state_cookie_value: Option<String>,
     q: Vec<(String, String)>,
 ) -> Result<Response, ApiError> {
     let p = configured(&app, &provider)?.clone();
+    let now = store::now();
+    let user = read_inline(&app.store, |c| user_for_key(c, token.as_deref(), now))?;
     if let Some(error) = query(&q, "error") {
         return Err(
             ApiError::bad_request("The provider refused the link.").detail(
@@ -414,31 +425,32 @@ async fn finish_link(
             ),
         );
     }
-    let state = query(&q, "state").unwrap_or("");
-    let pending = app
-        .external_auth_state
-        .pending
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(state);
-    let user_id = match pending {
-        Some((user, for_provider, started))
-            if for_provider == provider && started.elapsed() < STATE_TTL =>
-        {
-            user
-        }
-        _ => {
-            return Err(
-                ApiError::bad_request("Invalid or expired OAuth state.").detail(format!(
-                    "Start again at {}/external-auth/{provider}.",
-                    app.config.access_url
-                )),
-            );
-        }
-    };
+    let state = flow::check_returned_state(query(&q, "state"), state_cookie_value.as_deref())
+        .map_err(|refusal| {
+            let status = match refusal {
+                flow::Refusal::NoState => StatusCode::BAD_REQUEST,
+                flow::Refusal::NoCookie | flow::Refusal::Mismatch => StatusCode::UNAUTHORIZED,
+            };
+            ApiError::new(status, refusal.message())
+        })?;
     let code = query(&q, "code").unwrap_or("").to_string();
     if code.is_empty() {
         return Err(ApiError::bad_request("Missing \"code\" query parameter."));
+    }
+    let (pid, digest, user_id) = (provider.clone(), flow::digest(state), user.id);
+    let taken = app
+        .store
+        .write_async(move |tx| {
+            store::external_auth::take_state(tx, &digest, user_id, &pid, now - flow::STATE_TTL)
+        })
+        .await?;
+    if !taken {
+        return Err(
+            ApiError::bad_request("Invalid or expired OAuth state.").detail(format!(
+                "Start again at {}/external-auth/{provider}.",
+                app.config.access_url
+            )),
+        );
     }
     let redirect_uri = callback_url(&app, &provider);
     let p2 = p.clone();
@@ -454,7 +466,7 @@ async fn finish_link(
             })?;
     store_issued(&app, &provider, user_id, &token).await?;
     tracing::info!(provider = %provider, user_id = %user_id, "external auth linked");
-    Ok(json_response(
+    let mut resp = json_response(
         StatusCode::OK,
         &crate::sdk::Response {
             message: format!(
@@ -464,5 +476,8 @@ async fn finish_link(
             detail: None,
             validations: Vec::new(),
         },
-    ))
+    );
+    resp.headers_mut()
+        .insert(SET_COOKIE, state_cookie(&app, &provider, "", 0)?);
+    Ok(resp)
 }

@@ -22,7 +22,6 @@ mod session;
 
 pub(crate) use serve::serve;
 
-pub use external_auth::ExternalAuthState;
 use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;

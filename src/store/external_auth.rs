@@ -111,3 +111,139 @@ pub fn delete_link(conn: &Connection, provider_id: &str, user_id: Uuid) -> Resul
         .execute(params![provider_id, user_id.to_string()])?
         > 0)
 }
+
+// ----- browser flows in progress -----
+
+/// Records the digest of a flow's OAuth `state` for `user_id` and the
+/// provider. Purges every flow started at or before `expired_before`, then
+/// keeps only the user's `keep` newest: one user starting flows never
+/// pushes out another's.
+pub fn put_state(
+    conn: &Connection,
+    state_hash: &[u8; 32],
+    user_id: Uuid,
+    provider_id: &str,
+    now: OffsetDateTime,
+    expired_before: OffsetDateTime,
+    keep: usize,
+) -> Result<()> {
+    conn.prepare_cached("DELETE FROM external_auth_states WHERE created_at <= ?1")?
+        .execute([to_micros(expired_before)])?;
+    conn.prepare_cached(
+        "INSERT INTO external_auth_states (state_hash, user_id, provider_id, created_at)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![
+        &state_hash[..],
+        user_id.to_string(),
+        provider_id,
+        to_micros(now)
+    ])?;
+    conn.prepare_cached(
+        "DELETE FROM external_auth_states WHERE user_id = ?1 AND state_hash NOT IN (
+             SELECT state_hash FROM external_auth_states WHERE user_id = ?1
+             ORDER BY created_at DESC LIMIT ?2)",
+    )?
+    .execute(params![user_id.to_string(), keep as i64])?;
+    Ok(())
+}
+
+/// Spends a flow's `state`: removes it and answers true only if it is
+/// `user_id`'s, for `provider_id`, and started after `expired_before`.
+/// Someone else's state is left alone.
+pub fn take_state(
+    conn: &Connection,
+    state_hash: &[u8; 32],
+    user_id: Uuid,
+    provider_id: &str,
+    expired_before: OffsetDateTime,
+) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "DELETE FROM external_auth_states
+             WHERE state_hash = ?1 AND user_id = ?2 AND provider_id = ?3 AND created_at > ?4",
+        )?
+        .execute(params![
+            &state_hash[..],
+            user_id.to_string(),
+            provider_id,
+            to_micros(expired_before)
+        ])?
+        > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use time::Duration;
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::store::{Options, Store};
+
+    const T0: OffsetDateTime = datetime!(2026-03-01 12:00:00 UTC);
+    const TTL: Duration = Duration::minutes(10);
+
+    fn user(store: &Store, name: &str) -> Uuid {
+        store
+            .write(|tx| {
+                crate::store::users::insert_user(
+                    tx,
+                    name,
+                    "",
+                    crate::store::users::Role::Member,
+                    T0,
+                )
+            })
+            .expect("user")
+            .id
+    }
+
+    #[test]
+    fn a_state_is_spent_once_by_its_user_for_its_provider_before_it_expires() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("t.db"), &Options::default()).expect("open");
+        store.migrate().expect("migrate");
+        let (alice, bob) = (user(&store, "alice"), user(&store, "bob"));
+        let put = |hash: u8, who: Uuid, at: OffsetDateTime| {
+            store
+                .write(|tx| put_state(tx, &[hash; 32], who, "gitea", at, at - TTL, 3))
+                .expect("put")
+        };
+        let take = |hash: u8, who: Uuid, provider: &str, at: OffsetDateTime| {
+            store
+                .write(|tx| take_state(tx, &[hash; 32], who, provider, at - TTL))
+                .expect("take")
+        };
+        put(1, alice, T0);
+        assert!(!take(1, bob, "gitea", T0), "someone else's state");
+        assert!(!take(1, alice, "gh", T0), "another provider's state");
+        assert!(!take(1, alice, "gitea", T0 + TTL), "expired");
+        assert!(take(1, alice, "gitea", T0 + TTL - Duration::SECOND));
+        assert!(!take(1, alice, "gitea", T0), "spent");
+
+        // Bob's many flows keep his newest three and leave alice's alone.
+        put(2, alice, T0);
+        for (i, hash) in (10..20).enumerate() {
+            put(hash, bob, T0 + Duration::seconds(i as i64 + 1));
+        }
+        assert!(take(2, alice, "gitea", T0));
+        assert!(!take(16, bob, "gitea", T0 + Duration::seconds(11)));
+        for hash in 17..20 {
+            assert!(take(hash, bob, "gitea", T0 + Duration::seconds(11)));
+        }
+
+        // Starting a flow purges everyone's expired ones.
+        put(3, alice, T0);
+        put(4, bob, T0 + TTL);
+        let left: i64 = store
+            .read(|c| {
+                Ok(
+                    c.query_row("SELECT count(*) FROM external_auth_states", [], |r| {
+                        r.get(0)
+                    })?,
+                )
+            })
+            .expect("count");
+        assert_eq!(left, 1);
+    }
+}

@@ -26,6 +26,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0004_external_auth",
         include_str!("migrations/0004_external_auth.sql"),
     ),
+    (
+        "0005_external_auth_states",
+        include_str!("migrations/0005_external_auth_states.sql"),
+    ),
 ];
 
 /// The schema version this binary writes.

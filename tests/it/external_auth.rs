@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{Options, TestServer};
+use crate::harness::{Auth, Options, TestServer};
 use crate::logs_support::agent_and_token;
 
 /// A fake OAuth2 provider: `/token` (code `good-code`, refresh tokens
@@ -392,41 +392,127 @@ fn listen_wakes_on_a_link_from_the_cli_and_does_not_revalidate_an_unchanged_bad_
     assert_eq!(body["access_token"], "good-late");
 }
 
-#[test]
-fn the_browser_flow_links_the_signed_in_user() {
-    let fx = setup();
-    let key = fx.server.token("alice");
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+/// A browser that follows no redirects (the start answers with one to the
+/// provider's consent page).
+fn browser() -> ureq::Agent {
+    ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
         .proxy(None)
         .build()
-        .into();
+        .into()
+}
+
+/// What `GET /external-auth/{provider}` answered.
+struct Started {
+    /// The consent page the browser was sent to.
+    location: String,
+    /// The `state` in that URL.
+    state: String,
+    /// The whole `Set-Cookie` for `oauth_state`, if there was one.
+    set_cookie: Option<String>,
+    /// The `oauth_state` cookie's value, if one was set.
+    cookie: Option<String>,
+}
+
+impl Fx {
+    /// Starts the browser flow signed in with `key` (cookie), asserting the
+    /// redirect.
+    fn start_flow(&self, key: &str) -> Started {
+        let resp = browser()
+            .get(&self.server.url("/external-auth/gitea"))
+            .header("Cookie", &format!("coder_session_token={key}"))
+            .call()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 307);
+        let location = resp
+            .headers()
+            .get("location")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let query: HashMap<String, String> =
+            serde_urlencoded::from_str(location.split_once('?').unwrap().1).unwrap();
+        let set_cookie = resp
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with("oauth_state="))
+            .map(str::to_string);
+        let cookie = set_cookie.as_ref().map(|c| {
+            c["oauth_state=".len()..]
+                .split(';')
+                .next()
+                .unwrap()
+                .to_string()
+        });
+        Started {
+            state: query["state"].clone(),
+            location,
+            set_cookie,
+            cookie,
+        }
+    }
+
+    /// The provider sends a browser back: `GET /callback?QUERY` with the
+    /// given cookies.
+    fn callback(&self, query: &str, cookies: &[(&str, &str)]) -> crate::harness::Resp {
+        let header = cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let headers = [("Cookie", header.as_str())];
+        let auth = if cookies.is_empty() {
+            Auth::None
+        } else {
+            Auth::Headers(&headers)
+        };
+        self.server
+            .get_with(&format!("/external-auth/gitea/callback?{query}"), auth)
+    }
+
+    /// Every stored link, as `external-auth list` prints them.
+    fn links(&self) -> Vec<Value> {
+        self.server
+            .cli(&["external-auth", "list", "--output", "json"])
+            .json()
+            .as_array()
+            .expect("a list")
+            .clone()
+    }
+}
+
+/// The state cookie the start set (the browser sends it back).
+fn state_cookie(started: &Started) -> &str {
+    started
+        .cookie
+        .as_deref()
+        .expect("the start sets an oauth_state cookie")
+}
+
+#[test]
+fn the_browser_flow_links_the_signed_in_user() {
+    let fx = setup();
+    let key = fx.server.token("alice");
     // Not signed in: refused.
-    let resp = agent
+    let resp = browser()
         .get(&fx.server.url("/external-auth/gitea"))
         .call()
         .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
-    let resp = agent
-        .get(&fx.server.url("/external-auth/gitea"))
-        .header("Cookie", &format!("coder_session_token={key}"))
-        .call()
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 307);
-    let location = resp
-        .headers()
-        .get("location")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string();
+    let started = fx.start_flow(&key);
     assert!(
-        location.starts_with(&format!("{}/authorize?", fx.fake.base)),
-        "{location}"
+        started
+            .location
+            .starts_with(&format!("{}/authorize?", fx.fake.base)),
+        "{}",
+        started.location
     );
     let query: HashMap<String, String> =
-        serde_urlencoded::from_str(location.split_once('?').unwrap().1).unwrap();
+        serde_urlencoded::from_str(started.location.split_once('?').unwrap().1).unwrap();
     assert_eq!(query["client_id"], "cid");
     assert_eq!(query["response_type"], "code");
     assert_eq!(
@@ -434,37 +520,52 @@ fn the_browser_flow_links_the_signed_in_user() {
         fx.server.url("/external-auth/gitea/callback")
     );
     assert_eq!(query["scope"], "write:repository read:user");
-    let state = &query["state"];
+    // The state is bound to this browser by a cookie only the callback gets.
+    let set_cookie = started.set_cookie.clone().expect("an oauth_state cookie");
+    assert_eq!(state_cookie(&started), started.state);
+    for attribute in [
+        "Path=/external-auth/gitea/callback",
+        "HttpOnly",
+        "SameSite=Lax",
+        "Max-Age=600",
+    ] {
+        assert!(
+            set_cookie.split("; ").any(|a| a == attribute),
+            "{attribute} in {set_cookie}"
+        );
+    }
+    let state = started.state.clone();
+    let signed_in = [
+        ("coder_session_token", key.as_str()),
+        ("oauth_state", state.as_str()),
+    ];
 
     // A forged state is refused; the provider sends the browser back with a code.
-    let resp = agent
-        .get(
-            &fx.server
-                .url("/external-auth/gitea/callback?code=good-code&state=forged"),
-        )
-        .call()
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 400);
-    let mut resp = agent
-        .get(&fx.server.url(&format!(
-            "/external-auth/gitea/callback?code=good-code&state={state}"
-        )))
-        .call()
-        .unwrap();
-    assert_eq!(
-        resp.status().as_u16(),
-        200,
-        "{}",
-        resp.body_mut().read_to_string().unwrap()
+    fx.callback(
+        "code=good-code&state=forged",
+        &[("coder_session_token", &key), ("oauth_state", "forged")],
+    )
+    .assert_error(400, "Invalid or expired OAuth state.");
+    fx.callback("code=good-code", &signed_in)
+        .assert_error(400, "State must be provided.");
+    let done = fx.callback(&format!("code=good-code&state={state}"), &signed_in);
+    let body = done.ok_json();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Linked Gitea."),
+        "{body}"
+    );
+    // The state cookie is spent.
+    let cleared = done.header("set-cookie").unwrap_or("");
+    assert!(
+        cleared.starts_with("oauth_state=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
     );
     // A state is good once.
-    let resp = agent
-        .get(&fx.server.url(&format!(
-            "/external-auth/gitea/callback?code=good-code&state={state}"
-        )))
-        .call()
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 400);
+    fx.callback(&format!("code=good-code&state={state}"), &signed_in)
+        .assert_error(400, "Invalid or expired OAuth state.");
 
     let body = fx.ask_remote();
     assert_eq!(body["access_token"], "tok-1");
@@ -473,6 +574,131 @@ fn the_browser_flow_links_the_signed_in_user() {
         body["expires_at"].as_str().unwrap().ends_with('Z'),
         "{body}"
     );
+}
+
+#[test]
+fn an_attackers_state_cannot_link_a_victims_code() {
+    let fx = setup();
+    fx.server.create_user("mallory", "member");
+    let theirs = MANIFEST
+        .replace("name = \"dev\"", "name = \"mal\"")
+        .replace("owner = \"alice\"", "owner = \"mallory\"");
+    let (_, mallory_agent) = agent_and_token(&fx.server.apply(&theirs), "main");
+    let alice = fx.server.token("alice");
+    let mallory = fx.server.token("mallory");
+
+    // Mallory starts a flow with her own key and sends alice the consent
+    // page; the provider brings alice's browser back with alice's code and
+    // mallory's state. Alice's browser has her session, not mallory's state
+    // cookie.
+    let attack = fx.start_flow(&mallory);
+    fx.callback(
+        &format!("code=good-code&state={}", attack.state),
+        &[("coder_session_token", &alice)],
+    )
+    .assert_error(401, "Cookie \"oauth_state\" must be provided.");
+    // Even with mallory's state cookie planted in alice's browser, the state
+    // belongs to mallory, not to the signed-in alice.
+    let attack = fx.start_flow(&mallory);
+    fx.callback(
+        &format!("code=good-code&state={}", attack.state),
+        &[
+            ("coder_session_token", &alice),
+            ("oauth_state", &attack.state),
+        ],
+    )
+    .assert_error(400, "Invalid or expired OAuth state.");
+    // Without any session: refused before anything else.
+    let attack = fx.start_flow(&mallory);
+    fx.callback(
+        &format!("code=good-code&state={}", attack.state),
+        &[("oauth_state", &attack.state)],
+    )
+    .assert_error(
+        401,
+        "API key or external proxy authentication required, but none provided",
+    );
+    fx.callback(&format!("code=good-code&state={}", attack.state), &[])
+        .assert_error(
+            401,
+            "API key or external proxy authentication required, but none provided",
+        );
+
+    assert_eq!(fx.links(), Vec::<Value>::new(), "nobody was linked");
+    let link_page = fx.server.url("/external-auth/gitea");
+    assert_eq!(fx.ask_remote()["url"], link_page);
+    let mallorys = fx
+        .server
+        .get(
+            &format!(
+                "/api/v2/workspaceagents/me/external-auth?match={}",
+                fx.remote
+            ),
+            Some(&mallory_agent),
+        )
+        .ok_json();
+    assert_eq!(mallorys["access_token"], "", "{mallorys}");
+    assert_eq!(mallorys["url"], link_page);
+}
+
+#[test]
+fn the_callback_needs_the_session_and_the_state_cookie_of_the_start() {
+    let fx = setup();
+    let key = fx.server.token("alice");
+    let started = fx.start_flow(&key);
+    let callback = format!("code=good-code&state={}", started.state);
+    let cookie = state_cookie(&started).to_string();
+    fx.callback(&callback, &[("oauth_state", &cookie)])
+        .assert_error(
+            401,
+            "API key or external proxy authentication required, but none provided",
+        );
+    fx.callback(&callback, &[("coder_session_token", &key)])
+        .assert_error(401, "Cookie \"oauth_state\" must be provided.");
+    fx.callback(
+        &callback,
+        &[("coder_session_token", &key), ("oauth_state", "other")],
+    )
+    .assert_error(401, "State mismatched.");
+    assert_eq!(fx.links(), Vec::<Value>::new());
+    // None of those spent the state: the right browser still finishes.
+    fx.callback(
+        &callback,
+        &[("coder_session_token", &key), ("oauth_state", &cookie)],
+    )
+    .ok_json();
+    let links = fx.links();
+    assert_eq!(links.len(), 1, "{links:?}");
+    assert_eq!(links[0]["user"], "alice", "{links:?}");
+}
+
+#[test]
+fn one_user_starting_many_flows_cannot_evict_anothers() {
+    let fx = setup();
+    fx.server.create_user("mallory", "member");
+    let alice = fx.server.token("alice");
+    let mallory = fx.server.token("mallory");
+    let alices = fx.start_flow(&alice);
+    let mallorys_first = fx.start_flow(&mallory);
+    for _ in 0..40 {
+        fx.start_flow(&mallory);
+    }
+    let mallorys_last = fx.start_flow(&mallory);
+    let finish = |started: &Started, key: &str| {
+        fx.callback(
+            &format!("code=good-code&state={}", started.state),
+            &[
+                ("coder_session_token", key),
+                ("oauth_state", state_cookie(started)),
+            ],
+        )
+    };
+    // Each user keeps only their newest flows.
+    finish(&mallorys_first, &mallory).assert_error(400, "Invalid or expired OAuth state.");
+    finish(&mallorys_last, &mallory).ok_json();
+    finish(&alices, &alice).ok_json();
+    let users: Vec<Value> = fx.links().iter().map(|l| l["user"].clone()).collect();
+    assert_eq!(users, ["alice", "mallory"]);
 }
 
 #[test]
@@ -601,4 +827,38 @@ fn each_workspace_gets_the_provider_its_manifest_declares() {
             .ok_json();
         assert_eq!(body["access_token"], want, "{body}");
     }
+}
+
+#[test]
+fn a_flow_in_progress_survives_a_restart() {
+    let fx = setup();
+    let key = fx.server.token("alice");
+    let started = fx.start_flow(&key);
+    let sandbox = fx.server.sandbox().clone();
+    // The provider stays up for the code exchange.
+    let Fx {
+        server,
+        fake: _provider,
+        ..
+    } = fx;
+    let (status, _) = server.stop();
+    assert!(status.success(), "{status}");
+    let server = TestServer::start_in(sandbox, &[]);
+    let cookie = format!(
+        "coder_session_token={key}; oauth_state={}",
+        state_cookie(&started)
+    );
+    server
+        .get_with(
+            &format!(
+                "/external-auth/gitea/callback?code=good-code&state={}",
+                started.state
+            ),
+            Auth::Headers(&[("Cookie", &cookie)]),
+        )
+        .ok_json();
+    let links = server
+        .cli(&["external-auth", "list", "--output", "json"])
+        .json();
+    assert_eq!(links[0]["user"], "alice", "{links}");
 }
