@@ -1,3 +1,6 @@
+//! The `appliance` binary: parses the command line and hands it to
+//! `appliance::cli::run`; errors print as one line and exit 1.
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -2,7 +2,7 @@
 //!
 //! Only these types are serialised onto the wire, and their field names,
 //! omissions and nulls follow what coderd really sends (see
-//! `coder-agents.go-fields.json`): a field Go marks `omitempty` is skipped when
+//! `../shared/spec/coder-agents.go-fields.json`): a field Go marks `omitempty` is skipped when
 //! empty here too; the others are always present. Store rows never derive
 //! `Serialize`, so changing the database cannot silently change the API.
 

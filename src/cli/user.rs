@@ -154,6 +154,14 @@ pub(super) fn run(
     Ok(())
 }
 
+/// `--role`: admins read every workspace and agent, members their own.
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s).ok_or_else(|| {
+        let names: Vec<_> = Role::ALL.iter().map(|r| r.as_str()).collect();
+        format!("use one of: {}", names.join(", "))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,12 +175,4 @@ mod tests {
             assert!(!valid_username(bad), "{bad}");
         }
     }
-}
-
-/// `--role`: admins read every workspace and agent, members their own.
-fn parse_role(s: &str) -> Result<Role, String> {
-    Role::parse(s).ok_or_else(|| {
-        let names: Vec<_> = Role::ALL.iter().map(|r| r.as_str()).collect();
-        format!("use one of: {}", names.join(", "))
-    })
 }

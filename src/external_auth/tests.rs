@@ -1,3 +1,5 @@
+//! Unit tests for `external_auth`: provider defaults, template-scoped selection, answers.
+
 use super::*;
 
 fn spec(id: &str, kind: &str) -> ProviderSpec {

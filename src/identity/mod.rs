@@ -5,7 +5,7 @@
 //! instance-identity`). This module checks such a proof against operator-controlled trust
 //! material and returns the instance id the proof vouches for; the HTTP layer then maps that id
 //! to an agent. How each proof is built and how coder verifies it is described byte by byte in
-//! `design/IDENTITY.md`; the functions here follow it:
+//! `../shared/design/IDENTITY.md`; the functions here follow it:
 //!
 //! * [`verify_aws`]: RSASSA-PKCS1-v1_5/SHA-256 over the `/document` bytes exactly as received,
 //!   against any configured AWS key (the document's region picks which key is tried first).

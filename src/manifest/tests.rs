@@ -1,3 +1,5 @@
+//! Unit tests for `manifest`: parsing, validation and where each problem is reported.
+
 use super::*;
 
 fn problems(file: &str, text: &str) -> Vec<Problem> {

@@ -2,6 +2,9 @@
 //! Every test runs its own processes on its own database, so they run in
 //! parallel. See `harness.rs`.
 
+// Tests panic on purpose: an unwrap that fails is a failing test.
+#![allow(clippy::unwrap_used)]
+
 mod harness;
 
 mod agent_auth;
