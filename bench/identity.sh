@@ -5,8 +5,11 @@
 # with wrk against the release binary on loopback, next to the single-core
 # verify rate of the underlying primitive measured in the same run by
 # examples/identity_rates.rs (before and after the HTTP runs, each the best of
-# RATE_RUNS short runs; the higher of the two counts). Goal: AWS sign-in reaches
-# at least 30% of the single-core RSA-1024 verify rate.
+# RATE_RUNS short runs; the higher of the two counts). Goals: AWS sign-in reaches
+# at least 30% of the single-core RSA-1024 verify rate, and AWS sign-in with a
+# proof signed by an operator-configured key (identity.aws.certificates) reaches
+# at least 90% of the rate with a built-in key, measured in the same run against
+# the same server (which trusts both).
 #
 #   bench/identity.sh                   # defaults: DURATION=10s CONNECTIONS=16 THREADS=2
 #                                       #           RATE_SECONDS=0.5 RATE_RUNS=4
@@ -14,8 +17,13 @@
 #   WAIT_FOR_LOAD=1.5 bench/identity.sh # first wait (up to WAIT_MAX=900 s) for a 1-min load average
 #                                       # below 1.5 and < WAIT_IDLE_CORES=0.3 CPUs busy
 #   BIN=/path/appliance RATES=/path/identity_rates bench/identity.sh   # skip building
+#   CLOUDS="aws aws-operator" bench/identity.sh   # only these rows (default: all four);
+#                                       # single-core rates then only for AWS (--only aws)
 #
 # Proofs: AWS tests/fixtures/identity/aws/coder-us-east-1-2022 (built-in keys);
+# AWS operator key: the same document signed with generated/aws-test-key.pem
+# (RSA-1024, like AWS's keys), whose public key the server is given in
+# identity.aws.certificates (so both AWS rows run with built-in + operator keys);
 # Azure tests/fixtures/identity/generated/azure-b-rsa-noattr.b64 (chain B:
 # root-p256 + int-p384, built-in Azure trust off; the generated leaf is valid
 # 2026-02-01 .. 2027-02-01, so this runs only inside that window); GCP an RS256
@@ -37,12 +45,23 @@ RATE_SECONDS="${RATE_SECONDS:-0.5}"
 RATE_RUNS="${RATE_RUNS:-4}"
 WAIT_MAX="${WAIT_MAX:-900}"
 GOAL=0.30
+OPERATOR_GOAL=0.90
+CLOUDS="${CLOUDS:-aws aws-operator azure google}"
 
 AWS_INSTANCE_ID="i-076e9b91f7c420782"
 AZURE_VM_ID="22222222-aaaa-4bbb-8ccc-000000000002"
 GCP_INSTANCE_ID="8801234567890123456"
 
 die() { echo "bench/identity.sh: $*" >&2; exit 2; }
+
+for c in $CLOUDS; do
+  case "$c" in aws|aws-operator|azure|google) ;; *) die "CLOUDS: unknown row $c (aws, aws-operator, azure, google)" ;; esac
+done
+[[ -n "${CLOUDS// /}" ]] || die "CLOUDS is empty"
+has() { [[ " $CLOUDS " == *" $1 "* ]]; }
+# Only AWS rows: measure only AWS's single-core rates too.
+RATES_ONLY=()
+has azure || has google || RATES_ONLY=(--only aws)
 
 command -v wrk >/dev/null || die "wrk is not installed: apt-get install -y wrk"
 command -v python3 >/dev/null || die "python3 is not installed"
@@ -123,9 +142,9 @@ trap 'exit 130' INT TERM
 ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
 run_rates() {
   local t0 b0
-  echo "$RATES --seconds $RATE_SECONDS --repeat $RATE_RUNS" >&2
+  echo "$RATES --seconds $RATE_SECONDS --repeat $RATE_RUNS ${RATES_ONLY[*]}" >&2
   t0="$(date +%s.%N)"; b0="$(ticks)"
-  "$RATES" --seconds "$RATE_SECONDS" --repeat "$RATE_RUNS" >"$TMP/rates-$1.jsonl" || die "identity_rates failed"
+  "$RATES" --seconds "$RATE_SECONDS" --repeat "$RATE_RUNS" "${RATES_ONLY[@]}" >"$TMP/rates-$1.jsonl" || die "identity_rates failed"
   awk -v t0="$t0" -v t1="$(date +%s.%N)" -v b0="$b0" -v b1="$(ticks)" -v hz="$(getconf CLK_TCK)" \
     'BEGIN { printf "%.2f\n", (b1 - b0) / hz / (t1 - t0) }' >"$TMP/rates-$1.busy"
   cat "$TMP/rates-$1.jsonl" >&2
@@ -137,9 +156,14 @@ run_rates before
 # 2. Trust material and the server.
 "$RATES" --print-jwks >"$TMP/gcp-jwks.json"
 GCP_JWT="$("$RATES" --print-jwt "$GCP_INSTANCE_ID" --exp-in 3600)"
+"$RATES" --print-aws-operator-key >"$TMP/aws-operator.pem"
+"$RATES" --print-aws-operator-proof >"$TMP/aws-operator-proof.json"
 cat >"$TMP/appliance.toml" <<EOF
 [identity]
 rate_limit_per_minute = 0
+
+[identity.aws]
+certificates = ["$TMP/aws-operator.pem"]
 
 [identity.azure]
 builtin = false
@@ -209,6 +233,7 @@ read = lambda p: open(f"{fixtures}/{p}").read()
 bodies = {
     "aws": {"document": read("aws/coder-us-east-1-2022/document.json"),
             "signature": read("aws/coder-us-east-1-2022/signature.b64")},
+    "aws-operator": json.load(open(f"{tmp}/aws-operator-proof.json")),
     "azure": {"encoding": "pkcs7",
               "signature": read("generated/azure-b-rsa-noattr.b64").strip()},
     "google": {"json_web_token": jwt},
@@ -223,13 +248,17 @@ for cloud, body in bodies.items():
                 'wrk.headers["Content-Type"] = "application/json"\n'
                 f"wrk.body = [==[{text}]==]\n")
 EOF
-python3 - "$BASE" "$TMP" <<'EOF'
+python3 - "$BASE" "$TMP" "$CLOUDS" <<'EOF'
 import json, sys, urllib.error, urllib.request, uuid
-base, tmp = sys.argv[1:3]
+base, tmp, clouds = sys.argv[1:4]
 agents = {a["name"]: a["id"] for a in json.load(open(f"{tmp}/apply.json"))["agents"]}
-for cloud, agent in [("aws", "aws"), ("azure", "azure"), ("google", "gcp")]:
+rows = [("aws", "aws", "aws"), ("aws-operator", "aws", "aws"), ("azure", "azure", "azure"),
+        ("google", "google", "gcp")]
+for cloud, endpoint, agent in rows:
+    if cloud not in clouds.split():
+        continue
     body = open(f"{tmp}/{cloud}.json", "rb").read()
-    req = urllib.request.Request(f"{base}/api/v2/workspaceagents/{cloud}-instance-identity",
+    req = urllib.request.Request(f"{base}/api/v2/workspaceagents/{endpoint}-instance-identity",
                                  data=body, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
@@ -263,9 +292,10 @@ children_secs() {
 
 # run_wrk CLOUD: POSTs CLOUD's proof; writes wrk's output to $TMP/CLOUD.txt and the
 # CPU accounting (wall s, machine busy s, server s, wrk s) to $TMP/CLOUD.cpu.
+# aws-operator posts to the aws endpoint.
 run_wrk() {
   local cloud="$1"
-  local url="$BASE/api/v2/workspaceagents/$cloud-instance-identity"
+  local url="$BASE/api/v2/workspaceagents/${cloud%-operator}-instance-identity"
   echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency -s $cloud.lua $url" >&2
   local t0 b0 s0 c0
   times >"$TMP/times"
@@ -310,8 +340,8 @@ cpu_row() {
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 
-# 4. Measure: the three clouds, then the single-core rates once more (the server idle).
-for cloud in aws azure google; do run_wrk "$cloud"; done
+# 4. Measure: the rows asked for, then the single-core rates once more (the server idle).
+for cloud in $CLOUDS; do run_wrk "$cloud"; done
 run_rates after
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -334,19 +364,14 @@ EOF
 rate() { rates_of "$1" rate; }
 drift() { rates_of "$1" drift; }
 AWS_PRIM="$(rate aws_rsa1024_verify)"; AWS_FULL="$(rate aws_verify_full)"
-AZ_RSA="$(rate azure_rsa2048_verify)"; AZ_P384="$(rate azure_p384_verify)"; AZ_P256="$(rate azure_p256_verify)"
-AZ_PRIM="$(rate azure_primitives)"; AZ_FULL="$(rate azure_verify_full)"
-GCP_PRIM="$(rate gcp_rsa2048_verify)"; GCP_FULL="$(rate gcp_verify_full)"
+AWS_OP_FULL="$(rate aws_verify_operator)"; AWS_BESIDE_FULL="$(rate aws_verify_builtin_beside_operator)"
 AWS_DRIFT="$(drift aws_rsa1024_verify)"
 
-AWS_RPS="$(rps "$TMP/aws.txt")"; AWS_P99="$(p99_ms "$TMP/aws.txt")"
-AZ_RPS="$(rps "$TMP/azure.txt")"; AZ_P99="$(p99_ms "$TMP/azure.txt")"
-GCP_RPS="$(rps "$TMP/google.txt")"; GCP_P99="$(p99_ms "$TMP/google.txt")"
-for v in "$AWS_RPS" "$AWS_P99" "$AZ_RPS" "$AZ_P99" "$GCP_RPS" "$GCP_P99"; do
-  [[ -n "$v" ]] || { cat "$TMP/aws.txt" "$TMP/azure.txt" "$TMP/google.txt" >&2; die "could not parse wrk's output"; }
-done
-AWS_RATIO="$(ratio "$AWS_RPS" "$AWS_PRIM")"
-VERDICT="$(awk -v r="$AWS_RATIO" -v g="$GOAL" 'BEGIN { print (r >= g) ? "PASS" : "FAIL" }')"
+# figures CLOUD: sets RPS and P99 from CLOUD's wrk output.
+figures() {
+  RPS="$(rps "$TMP/$1.txt")"; P99="$(p99_ms "$TMP/$1.txt")"
+  [[ -n "$RPS" && -n "$P99" ]] || { cat "$TMP/$1.txt" >&2; die "could not parse wrk's output for $1"; }
+}
 
 echo
 echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, loopback, $(nproc) CPU(s), release build; single-core rates: one thread, best of $RATE_RUNS runs of ${RATE_SECONDS} s, twice"
@@ -354,21 +379,57 @@ echo "load average (1/5/15 min): $LOAD_BEFORE before, $LOAD_AFTER after"
 echo
 echo "| cloud | sign-ins/s | p99 (ms) | single-core primitive verify/s | full verify/s | ratio sign-in/primitive |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: |"
-echo "| AWS | $AWS_RPS | $AWS_P99 | $AWS_PRIM (RSA-1024) | $AWS_FULL | $AWS_RATIO |"
-echo "| Azure | $AZ_RPS | $AZ_P99 | $AZ_PRIM (RSA-2048 + P-384 + P-256) | $AZ_FULL | $(ratio "$AZ_RPS" "$AZ_PRIM") |"
-echo "| GCP | $GCP_RPS | $GCP_P99 | $GCP_PRIM (RSA-2048) | $GCP_FULL | $(ratio "$GCP_RPS" "$GCP_PRIM") |"
+VERDICT=PASS
+SUMMARY=()
+if has aws; then
+  figures aws; AWS_RPS="$RPS"
+  AWS_RATIO="$(ratio "$AWS_RPS" "$AWS_PRIM")"
+  echo "| AWS, built-in key | $AWS_RPS | $P99 | $AWS_PRIM (RSA-1024) | $AWS_FULL | $AWS_RATIO |"
+  ok="$(awk -v r="$AWS_RATIO" -v g="$GOAL" 'BEGIN { print (r >= g) ? "PASS" : "FAIL" }')"
+  [[ "$ok" == PASS ]] || VERDICT=FAIL
+  SUMMARY+=("$ok: AWS sign-in reaches $(awk -v r="$AWS_RATIO" 'BEGIN { printf "%.1f", r * 100 }')% of the single-core RSA-1024 verify rate (goal 30%)")
+fi
+if has aws-operator; then
+  figures aws-operator; OP_RPS="$RPS"
+  echo "| AWS, operator key | $OP_RPS | $P99 | $AWS_PRIM (RSA-1024) | $AWS_OP_FULL | $(ratio "$OP_RPS" "$AWS_PRIM") |"
+  if has aws; then
+    OP_RATIO="$(ratio "$OP_RPS" "$AWS_RPS")"
+    ok="$(awk -v r="$OP_RATIO" -v g="$OPERATOR_GOAL" 'BEGIN { print (r >= g) ? "PASS" : "FAIL" }')"
+    [[ "$ok" == PASS ]] || VERDICT=FAIL
+    SUMMARY+=("$ok: AWS sign-in with an operator-configured key reaches $(awk -v r="$OP_RATIO" 'BEGIN { printf "%.1f", r * 100 }')% of the built-in-key rate (goal 90%)")
+  fi
+fi
+if has azure; then
+  AZ_RSA="$(rate azure_rsa2048_verify)"; AZ_P384="$(rate azure_p384_verify)"; AZ_P256="$(rate azure_p256_verify)"
+  AZ_PRIM="$(rate azure_primitives)"; AZ_FULL="$(rate azure_verify_full)"
+  figures azure
+  echo "| Azure | $RPS | $P99 | $AZ_PRIM (RSA-2048 + P-384 + P-256) | $AZ_FULL | $(ratio "$RPS" "$AZ_PRIM") |"
+fi
+if has google; then
+  GCP_PRIM="$(rate gcp_rsa2048_verify)"; GCP_FULL="$(rate gcp_verify_full)"
+  figures google
+  echo "| GCP | $RPS | $P99 | $GCP_PRIM (RSA-2048) | $GCP_FULL | $(ratio "$RPS" "$GCP_PRIM") |"
+fi
 echo
 echo "| cloud | server CPU (cores) | server CPU per sign-in (µs) | wrk CPU (cores) | everything else (cores) |"
 echo "| --- | ---: | ---: | ---: | ---: |"
-cpu_row AWS aws
-cpu_row Azure azure
-cpu_row GCP google
+if has aws; then cpu_row "AWS, built-in key" aws; fi
+if has aws-operator; then cpu_row "AWS, operator key" aws-operator; fi
+if has azure; then cpu_row Azure azure; fi
+if has google; then cpu_row GCP google; fi
 echo
-echo "single-core sign-in database transaction (find agent, insert + prune token, commit): $(rate store_sign_in_write)/s"
+if has azure || has google; then
+  echo "single-core sign-in database transaction (find agent, insert + prune token, commit): $(rate store_sign_in_write)/s"
+fi
 echo "single-core rates: the higher of two measurements (before and after wrk); RSA-1024 before/after differ by ${AWS_DRIFT}%; CPUs busy on the machine meanwhile: $(cat "$TMP/rates-before.busy") and $(cat "$TMP/rates-after.busy") (1.00 = identity_rates alone)"
 (( AWS_DRIFT <= 15 )) || echo "WARNING: the single-core rate moved by more than 15% during the run: the machine was busy, the ratios are unreliable"
-echo "Azure primitives one by one (verify/s): RSA-2048 $AZ_RSA, ECDSA P-384 $AZ_P384, ECDSA P-256 $AZ_P256"
-echo "socket errors: aws $(socket_errors "$TMP/aws.txt"); azure $(socket_errors "$TMP/azure.txt"); gcp $(socket_errors "$TMP/google.txt")"
-echo "$VERDICT: AWS sign-in reaches $(awk -v r="$AWS_RATIO" 'BEGIN { printf "%.1f", r * 100 }')% of the single-core RSA-1024 verify rate (goal 30%)"
+echo "AWS full verify/s with built-in keys + an operator key: built-in-key proof $AWS_BESIDE_FULL, operator-key proof $AWS_OP_FULL (built-in keys alone: $AWS_FULL)"
+if has azure; then
+  echo "Azure primitives one by one (verify/s): RSA-2048 $AZ_RSA, ECDSA P-384 $AZ_P384, ECDSA P-256 $AZ_P256"
+fi
+errors=""
+for cloud in $CLOUDS; do errors="${errors:+$errors; }$cloud $(socket_errors "$TMP/$cloud.txt")"; done
+echo "socket errors: $errors"
+for line in "${SUMMARY[@]}"; do echo "$line"; done
 
 [[ "$VERDICT" == "PASS" ]]

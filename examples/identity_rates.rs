@@ -6,6 +6,10 @@
 //!
 //! * AWS: `tests/fixtures/identity/aws/coder-us-east-1-2022` against the built-in
 //!   keys; primitive: SHA-256 + RSA-1024 PKCS#1 v1.5 verify with the "other regions" key.
+//!   `aws_verify_operator`: the same document bytes signed with `generated/aws-test-key.pem`
+//!   (RSA-1024 too), against the built-in keys plus that key as an operator-configured one
+//!   (`identity.aws.certificates`), next to `aws_verify_builtin_beside_operator`: the
+//!   fixture's own proof against that same trust.
 //! * Azure: `generated/azure-b-rsa-noattr.b64` against chain B (root-p256, int-p384) at
 //!   2026-06-01T00:00:00Z; primitives: RSA-2048 (the envelope's signature), ECDSA P-384
 //!   (int-p384 signed the leaf) and ECDSA P-256 (root-p256 signed int-p384), and all three
@@ -24,6 +28,8 @@
 //! cargo run --release --example identity_rates -- --only aws
 //! cargo run --release --example identity_rates -- --print-jwks  # JWKS for gcp-test-key
 //! cargo run --release --example identity_rates -- --print-jwt 1234567890 [--exp-in 3600]
+//! cargo run --release --example identity_rates -- --print-aws-operator-key    # its PUBLIC KEY PEM
+//! cargo run --release --example identity_rates -- --print-aws-operator-proof  # request body JSON
 //! ```
 //!
 //! Each measurement prints one JSON line:
@@ -62,6 +68,10 @@ const AWS_DOCUMENT: &str = fixture!("aws/coder-us-east-1-2022/document.json");
 const AWS_SIGNATURE: &str = fixture!("aws/coder-us-east-1-2022/signature.b64");
 const AWS_INSTANCE_ID: &str = "i-076e9b91f7c420782";
 const AWS_OTHER_SPKI: &str = fixture!("generated/aws-other-spki.pem");
+/// The operator's key in the operator-key measurements (RSA-1024, like AWS's).
+const AWS_TEST_KEY: &str = fixture!("generated/aws-test-key.pem");
+/// The label `identity.aws.certificates` would give it (its path): named for no region.
+const AWS_OPERATOR_LABEL: &str = "/etc/appliance/aws/operator-ca.pem";
 
 const AZURE_ENVELOPE: &str = fixture!("generated/azure-b-rsa-noattr.b64");
 const AZURE_ROOT: &str = fixture!("generated/root-p256.pem");
@@ -77,6 +87,7 @@ const GCP_INSTANCE_ID: &str = "4242424242424242424";
 
 const USAGE: &str = "usage: identity_rates [--seconds S | --iterations N] [--repeat K] [--only PREFIX]\n       \
                      identity_rates --print-jwks\n       \
+                     identity_rates --print-aws-operator-key | --print-aws-operator-proof\n       \
                      identity_rates --print-jwt INSTANCE_ID [--exp-in SECONDS]";
 
 type SigningKey = rsa::pkcs1v15::SigningKey<sha2::Sha256>;
@@ -103,6 +114,8 @@ enum Mode {
         only: Option<String>,
     },
     PrintJwks,
+    PrintAwsOperatorKey,
+    PrintAwsOperatorProof,
     PrintJwt {
         instance_id: String,
         exp_in: i64,
@@ -114,6 +127,7 @@ fn parse_args() -> Result<Mode, String> {
     let mut repeat = 1;
     let mut only = None;
     let mut print_jwks = false;
+    let mut print_aws = None;
     let mut print_jwt = None;
     let mut exp_in = 3600;
     let mut args = std::env::args().skip(1);
@@ -151,6 +165,8 @@ fn parse_args() -> Result<Mode, String> {
             }
             "--only" => only = Some(value("--only")?),
             "--print-jwks" => print_jwks = true,
+            "--print-aws-operator-key" => print_aws = Some(Mode::PrintAwsOperatorKey),
+            "--print-aws-operator-proof" => print_aws = Some(Mode::PrintAwsOperatorProof),
             "--print-jwt" => print_jwt = Some(value("--print-jwt")?),
             "--exp-in" => {
                 let v = value("--exp-in")?;
@@ -161,6 +177,12 @@ fn parse_args() -> Result<Mode, String> {
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
+    }
+    if let Some(mode) = print_aws {
+        if print_jwks || print_jwt.is_some() {
+            return Err("print one thing at a time".to_string());
+        }
+        return Ok(mode);
     }
     match (print_jwks, print_jwt) {
         (true, Some(_)) => Err("--print-jwks and --print-jwt are exclusive".to_string()),
@@ -346,6 +368,44 @@ fn gcp_jwt(key: &SigningKey, instance_id: &str, iat: i64, exp: i64) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
+// AWS operator-key material
+
+fn aws_operator_signing_key() -> Result<SigningKey, String> {
+    use rsa::pkcs8::DecodePrivateKey;
+    SigningKey::from_pkcs8_der(&pem_der(AWS_TEST_KEY)?)
+        .map_err(|e| format!("aws-test-key.pem: {e}"))
+}
+
+/// The operator key's public half, as the file `identity.aws.certificates` would name.
+fn aws_operator_public_pem(key: &SigningKey) -> Result<String, String> {
+    use rsa::pkcs8::EncodePublicKey;
+    let der = rsa::PublicKey::from(key.as_ref().clone())
+        .to_public_key_der()
+        .map_err(|e| format!("aws-test-key.pem public key: {e}"))?;
+    let b64 = STANDARD.encode(der.as_bytes());
+    let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem.push_str("-----END PUBLIC KEY-----\n");
+    Ok(pem)
+}
+
+/// The fixture's document bytes signed with the operator key, base64 wrapped at 76 columns
+/// like IMDS's `/signature`.
+fn aws_operator_signature(key: &SigningKey) -> String {
+    use rsa::signature::{SignatureEncoding, Signer};
+    let b64 = STANDARD.encode(key.sign(AWS_DOCUMENT.as_bytes()).to_vec());
+    let lines: Vec<String> = b64
+        .as_bytes()
+        .chunks(76)
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .collect();
+    lines.join("\n")
+}
+
+// ---------------------------------------------------------------------------------------------
 // Timing
 
 /// Runs `f` for the budget on this thread (after a short warm-up), `repeat` times, and
@@ -446,6 +506,49 @@ fn run(budget: Budget, only: Option<&str>) -> Result<(), String> {
                     black_box(AWS_DOCUMENT),
                     black_box(AWS_SIGNATURE),
                     &trust.aws,
+                ))
+                .ok();
+            },
+        );
+    }
+
+    // The same document signed by an operator-configured key, beside the built-in keys.
+    let operator_key = aws_operator_signing_key()?;
+    let mut operator_trust = Trust::builtin().aws;
+    operator_trust
+        .add_pem(AWS_OPERATOR_LABEL, &aws_operator_public_pem(&operator_key)?)
+        .map_err(|e| format!("operator key: {e}"))?;
+    let operator_sig = aws_operator_signature(&operator_key);
+    let got = identity::verify_aws(AWS_DOCUMENT, &operator_sig, &operator_trust)
+        .map_err(|e| format!("verify_aws (operator key): {e}"))?;
+    if got != AWS_INSTANCE_ID {
+        return Err(format!("verify_aws (operator key) returned {got:?}"));
+    }
+    if wanted("aws_verify_operator") {
+        measure(
+            budget,
+            "aws_verify_operator",
+            "appliance::identity::verify_aws, a proof signed by an operator-configured RSA-1024 key (built-in keys + that key)",
+            || {
+                black_box(identity::verify_aws(
+                    black_box(AWS_DOCUMENT),
+                    black_box(&operator_sig),
+                    &operator_trust,
+                ))
+                .ok();
+            },
+        );
+    }
+    if wanted("aws_verify_builtin_beside_operator") {
+        measure(
+            budget,
+            "aws_verify_builtin_beside_operator",
+            "appliance::identity::verify_aws, the built-in-key proof against built-in keys + an operator key",
+            || {
+                black_box(identity::verify_aws(
+                    black_box(AWS_DOCUMENT),
+                    black_box(AWS_SIGNATURE),
+                    &operator_trust,
                 ))
                 .ok();
             },
@@ -693,6 +796,16 @@ fn main() -> ExitCode {
     let result = match mode {
         Mode::Measure { budget, only } => run(budget, only.as_deref()),
         Mode::PrintJwks => gcp_signing_key().map(|key| println!("{}", gcp_jwks(&key))),
+        Mode::PrintAwsOperatorKey => aws_operator_signing_key()
+            .and_then(|key| aws_operator_public_pem(&key))
+            .map(|pem| print!("{pem}")),
+        Mode::PrintAwsOperatorProof => aws_operator_signing_key().map(|key| {
+            let body = serde_json::json!({
+                "document": AWS_DOCUMENT,
+                "signature": aws_operator_signature(&key),
+            });
+            println!("{body}");
+        }),
         Mode::PrintJwt {
             instance_id,
             exp_in,

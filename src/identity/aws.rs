@@ -2,9 +2,23 @@
 //!
 //! The signature is RSASSA-PKCS1-v1_5/SHA-256 over the document bytes *exactly as received*
 //! (no trimming, no re-serialising: one public fixture verifies only without a trailing newline).
-//! Like coder (coder/coder:coderd/awsidentity), every configured key is tried and certificate
-//! dates are ignored; unlike coder, the key for the document's region is tried first so the
-//! common case costs one RSA verification instead of up to fourteen.
+//! Like coder (coder/coder:coderd/awsidentity), certificate dates are ignored. Unlike coder,
+//! which tries every configured key (a garbage signature cost fifteen RSA verifications with one
+//! operator key), a document is checked against **at most two** keys, chosen by its `region`
+//! (see [`candidates`]):
+//!
+//! 1. an operator key (added with [`AwsTrust::add_pem`], i.e. `identity.aws.certificates`): the
+//!    first one *for* the region (label or file name = region code or coder's region group, or
+//!    a copy of that group's built-in key), else the first operator key at all;
+//! 2. the built-in key of the region's group (`other` for every region without its own key).
+//!
+//! If either is missing, the next operator key (or built-in key for the region) takes its
+//! place. The key that verified the last document from the region goes first (a hint kept in
+//! the [`AwsTrust`], see `KeyHints`); otherwise the operator key does. So a proof signed by the
+//! operator's key verifies on the first try, a proof from a built-in region on the second try
+//! once and then on the first, and a forged one costs at most two RSA verifications. The price:
+//! with more than one operator key, only the first is tried for a region none of them is named
+//! for, so name each file after its region (`ap-southeast-5.pem`).
 
 use super::IdentityError;
 use super::pki::{self, HashAlg};
@@ -26,6 +40,26 @@ pub fn verify_aws(
     document: &str,
     signature_b64: &str,
     trust: &AwsTrust,
+) -> Result<String, IdentityError> {
+    verify_aws_counted(document, signature_b64, trust).0
+}
+
+/// [`verify_aws`], also telling how many RSA verifications it ran (at most two).
+pub(super) fn verify_aws_counted(
+    document: &str,
+    signature_b64: &str,
+    trust: &AwsTrust,
+) -> (Result<String, IdentityError>, usize) {
+    let mut tries = 0;
+    let result = verify(document, signature_b64, trust, &mut tries);
+    (result, tries)
+}
+
+fn verify(
+    document: &str,
+    signature_b64: &str,
+    trust: &AwsTrust,
+    tries: &mut usize,
 ) -> Result<String, IdentityError> {
     if document.len() > MAX_DOCUMENT_LEN {
         return Err(IdentityError::Malformed(format!(
@@ -62,14 +96,22 @@ pub fn verify_aws(
 
     let hash = HashAlg::Sha256.digest(document.as_bytes());
     let scheme = || rsa::Pkcs1v15Sign::new::<sha2::Sha256>();
-    let preferred = preferred_labels(region);
-    let is_preferred = |labels: &[String]| labels.iter().any(|l| preferred.iter().any(|p| l == p));
-
-    // Two passes over a short list: the region's keys first, then everything else.
-    let first = trust.keys.iter().filter(|k| is_preferred(&k.labels));
-    let rest = trust.keys.iter().filter(|k| !is_preferred(&k.labels));
-    for key in first.chain(rest) {
+    let mut order = candidates(trust, region, region_group(region));
+    if order[1].is_some() && order[1] == trust.hints.get(region) {
+        order.swap(0, 1);
+    }
+    if order[0].is_none() {
+        return Err(IdentityError::BadSignature(format!(
+            "{RSA_VERIFICATION_ERROR} (no configured AWS key applies to the document's region)"
+        )));
+    }
+    for index in order.into_iter().flatten() {
+        let Some(key) = trust.keys.get(index) else {
+            continue;
+        };
+        *tries += 1;
         if key.key.verify(scheme(), &hash, &signature).is_ok() {
+            trust.hints.set(region, index);
             return Ok(instance_id);
         }
     }
@@ -78,12 +120,30 @@ pub fn verify_aws(
     ))
 }
 
-/// Labels whose keys should be tried first for a document from `region`: the region code
-/// itself (operators may label keys by region) and coder's region-group name, per the table in
-/// the fixtures' `certs/aws/README.md`. Only an optimisation: all keys are tried anyway.
-fn preferred_labels(region: &str) -> [&str; 2] {
-    let group = match region {
-        "" => "",
+/// The (at most two) keys a document from `region` (coder's region group `group`) is checked
+/// against, operator key first: indices into `trust.keys`. See the module documentation.
+pub(super) fn candidates(trust: &AwsTrust, region: &str, group: &str) -> [Option<usize>; 2] {
+    let keys = || trust.keys.iter().enumerate();
+    let mut operator = keys()
+        .filter(|(_, k)| !k.builtin && k.applies_to(region, group))
+        .chain(keys().filter(|(_, k)| !k.builtin && !k.applies_to(region, group)))
+        .map(|(i, _)| i);
+    let mut builtin = keys()
+        .filter(|(_, k)| k.builtin && k.applies_to(region, group))
+        .map(|(i, _)| i);
+    match (operator.next(), builtin.next()) {
+        (Some(o), Some(b)) => [Some(o), Some(b)],
+        (Some(o), None) => [Some(o), operator.next()],
+        (None, Some(b)) => [Some(b), builtin.next()],
+        (None, None) => [None, None],
+    }
+}
+
+/// coder's region group for an AWS region code: the label of the built-in key that signs its
+/// documents, per the table in the fixtures' `certs/aws/README.md`. Every other region,
+/// including an empty or unknown one, is `other`.
+pub(super) fn region_group(region: &str) -> &'static str {
+    match region {
         "ap-east-1" => "hongkong",
         "me-south-1" => "bahrain",
         "me-central-1" => "uae",
@@ -98,27 +158,20 @@ fn preferred_labels(region: &str) -> [&str; 2] {
         "us-gov-west-1" | "us-gov-east-1" => "govcloud",
         "il-central-1" => "telaviv",
         _ => "other",
-    };
-    // Labels are never empty (AwsTrust rejects that), so "" matches nothing.
-    [region, group]
+    }
 }
 
 #[cfg(test)]
 mod unit {
-    use super::preferred_labels;
+    use super::region_group;
 
     #[test]
     fn region_table() {
-        assert_eq!(preferred_labels("us-east-1"), ["us-east-1", "other"]);
-        assert_eq!(preferred_labels("ap-east-1"), ["ap-east-1", "hongkong"]);
-        assert_eq!(
-            preferred_labels("cn-northwest-1"),
-            ["cn-northwest-1", "china"]
-        );
-        assert_eq!(
-            preferred_labels("il-central-1"),
-            ["il-central-1", "telaviv"]
-        );
-        assert_eq!(preferred_labels(""), ["", ""]);
+        assert_eq!(region_group("us-east-1"), "other");
+        assert_eq!(region_group("ap-east-1"), "hongkong");
+        assert_eq!(region_group("cn-northwest-1"), "china");
+        assert_eq!(region_group("il-central-1"), "telaviv");
+        assert_eq!(region_group(""), "other");
+        assert_eq!(region_group("RegionOne"), "other");
     }
 }

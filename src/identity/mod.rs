@@ -8,7 +8,8 @@
 //! `../shared/design/IDENTITY.md`; the functions here follow it:
 //!
 //! * [`verify_aws`]: RSASSA-PKCS1-v1_5/SHA-256 over the `/document` bytes exactly as received,
-//!   against any configured AWS key (the document's region picks which key is tried first).
+//!   against at most two configured AWS keys, picked by the document's region: the operator's
+//!   key and the built-in one, the key that verified the region's last document first.
 //! * [`verify_azure`]: PKCS#7 SignedData from IMDS `attested/document`, signer CN restricted to
 //!   Azure's metadata host names, certificate chain leaf → intermediates → roots valid at `now`.
 //! * [`verify_gcp`]: RS256 Google ID token, key chosen by `kid` from an imported JWKS, `exp`
@@ -24,8 +25,11 @@
 //!   with historical fixtures) decide what "now" is.
 //! * **No panics on hostile input.** Every input-derived length, index and conversion is checked;
 //!   inputs are size-capped before any decoding, and chain building has a work budget.
-//! * **No global state.** Verification is a pure function of (proof, trust, now); [`Trust`] is an
-//!   immutable value once built and can be shared between threads.
+//! * **No global state.** Whether a proof verifies is a pure function of (proof, trust, now);
+//!   [`Trust`] is a value built once and shared between threads. The one thing that changes in
+//!   it afterwards is [`AwsTrust`]'s per-region hint of which key verified last (atomics inside
+//!   the trust value, written only after a successful verification), which decides which of a
+//!   document's two keys is tried first: the cost of a sign-in, never its outcome.
 
 mod aws;
 mod azure;

@@ -685,29 +685,67 @@ fn aws_trust_management() {
     );
 }
 
-#[test]
-fn aws_region_keys_are_tried_first_but_all_keys_work() {
-    // A document signed with a test key labelled for the document's region, among the built-in
-    // keys; and the same key under an unrelated label (found by the fallback pass).
-    let signer = rsa_signing_key(generated::AWS_TEST_KEY);
-    let document =
-        "{\n  \"region\" : \"ap-east-1\",\n  \"instanceId\" : \"i-0123456789abcdef0\"\n}";
-    let signature = STANDARD.encode(rsa_sign(&signer, document.as_bytes()));
-    let public_pem = {
-        use rsa::pkcs8::EncodePublicKey;
-        let public = rsa::PublicKey::from(signer.as_ref().clone());
-        public.to_public_key_der().unwrap()
-    };
-    let pem = format!(
+/// The public half of a test signing key as a `PUBLIC KEY` PEM.
+fn public_pem(signer: &rsa::pkcs1v15::SigningKey<sha2::Sha256>) -> String {
+    use rsa::pkcs8::EncodePublicKey;
+    let public = rsa::PublicKey::from(signer.as_ref().clone());
+    format!(
         "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
-        STANDARD.encode(public_pem.as_bytes())
+        STANDARD.encode(public.to_public_key_der().unwrap().as_bytes())
+    )
+}
+
+/// An IMDS-shaped document from `region` and its `/signature` made with `signer`.
+fn aws_proof(
+    signer: &rsa::pkcs1v15::SigningKey<sha2::Sha256>,
+    region: &str,
+    instance_id: &str,
+) -> (String, String) {
+    let document = format!(
+        "{{\n  \"region\" : {},\n  \"instanceId\" : {}\n}}",
+        serde_json::Value::from(region),
+        serde_json::Value::from(instance_id)
     );
-    for label in ["hongkong", "ap-east-1", "unrelated"] {
+    let signature = STANDARD.encode(rsa_sign(signer, document.as_bytes()));
+    (document, signature)
+}
+
+/// The built-in keys plus the AWS test key, configured the way `identity.aws.certificates`
+/// adds a file (labelled with its path).
+fn builtin_and_operator_key() -> AwsTrust {
+    let mut trust = AwsTrust::builtin();
+    let signer = rsa_signing_key(generated::AWS_TEST_KEY);
+    trust
+        .add_pem("/etc/appliance/aws/test-ca.pem", &public_pem(&signer))
+        .unwrap();
+    trust
+}
+
+/// Counts RSA verifications: `verify_aws` and how many keys it tried.
+fn aws_counted(document: &str, signature: &str, trust: &AwsTrust) -> (Result<String, ()>, usize) {
+    let (result, tries) = aws::verify_aws_counted(document, signature, trust);
+    (result.map_err(|_| ()), tries)
+}
+
+#[test]
+fn aws_operator_keys_work_under_any_label() {
+    // A document signed with a test key labelled for the document's region, by its region
+    // group, or by an unrelated name: always the operator key tried first.
+    let signer = rsa_signing_key(generated::AWS_TEST_KEY);
+    let (document, signature) = aws_proof(&signer, "ap-east-1", "i-0123456789abcdef0");
+    let pem = public_pem(&signer);
+    for label in [
+        "hongkong",
+        "ap-east-1",
+        "unrelated",
+        "/etc/appliance/aws/x.pem",
+    ] {
         let mut trust = AwsTrust::builtin();
         trust.add_pem(label, &pem).unwrap();
         assert_eq!(
-            verify_aws(document, &signature, &trust).unwrap(),
-            "i-0123456789abcdef0"
+            aws_counted(&document, &signature, &trust),
+            (Ok("i-0123456789abcdef0".to_string()), 1),
+            "{label}"
         );
     }
     // Missing instanceId verifies but yields "" (the caller answers 404).
@@ -716,6 +754,333 @@ fn aws_region_keys_are_tried_first_but_all_keys_work() {
     let mut trust = AwsTrust::default();
     trust.add_pem("other", &pem).unwrap();
     assert_eq!(verify_aws(no_id, &sig, &trust).unwrap(), "");
+}
+
+#[test]
+fn aws_garbage_signature_costs_at_most_two_verifications() {
+    let f = &AWS_SIGNATURE_FIXTURES[0];
+    let aws_signer = rsa_signing_key(generated::AWS_TEST_KEY);
+    let gcp_signer = rsa_signing_key(generated::GCP_TEST_KEY);
+    let mut several = builtin_and_operator_key();
+    several
+        .add_pem("/etc/appliance/aws/b.pem", &public_pem(&gcp_signer))
+        .unwrap();
+    several
+        .add_pem("/etc/appliance/aws/c.pem", generated::INT_P384)
+        .unwrap_err(); // EC: refused
+    several
+        .add_pem(
+            "/etc/appliance/aws/ap-east-1.pem",
+            include_str!("../../tests/fixtures/identity/generated/leaf-b-rsa.pem"),
+        )
+        .unwrap();
+    assert_eq!(several.len(), 17);
+    let mut only_operator = several.clone();
+    only_operator.remove_label("other");
+    for group in [
+        "hongkong",
+        "bahrain",
+        "uae",
+        "capetown",
+        "milan",
+        "spain",
+        "zurich",
+        "jakarta",
+        "melbourne",
+        "hyderabad",
+        "china",
+        "govcloud",
+        "telaviv",
+    ] {
+        only_operator.remove_label(group);
+    }
+    assert_eq!(only_operator.len(), 3);
+    let mut copies = AwsTrust::default();
+    for (name, pem) in [
+        ("china", include_str!("certs/aws/china.pem")),
+        ("govcloud", include_str!("certs/aws/aws-govcloud-us.pem")),
+        ("other", include_str!("certs/aws/other-aws-regions.pem")),
+    ] {
+        copies
+            .add_pem(&format!("/etc/appliance/aws/{name}-copy.pem"), pem)
+            .unwrap();
+    }
+    copies
+        .add_pem("/etc/appliance/aws/test.pem", &public_pem(&aws_signer))
+        .unwrap();
+    let trusts = [
+        ("built-in", builtin().aws.clone()),
+        ("built-in + operator key", builtin_and_operator_key()),
+        ("built-in + three operator keys", several),
+        ("three operator keys", only_operator),
+        ("operator copies of built-in keys", copies),
+    ];
+    let mut rng = Rng(0x6a7b_0001);
+    let long_region = "x".repeat(10_000);
+    let mut flipped = decode_b64(f.signature);
+    flipped[17] ^= 0x40;
+    for (name, trust) in &trusts {
+        for region in [
+            "us-east-1",
+            "ap-east-1",
+            "cn-north-1",
+            "",
+            "RegionOne",
+            long_region.as_str(),
+        ] {
+            let document = f.document.replace("us-east-1", region);
+            let garbage = [
+                STANDARD.encode(rng.bytes(128)),
+                STANDARD.encode(rng.bytes(256)),
+                STANDARD.encode(rng.bytes(7)),
+                STANDARD.encode(&flipped),
+                f.signature.to_string(),
+            ];
+            for signature in &garbage {
+                for _ in 0..3 {
+                    let (result, tries) = aws_counted(&document, signature, trust);
+                    if region == "us-east-1" && signature == f.signature {
+                        // The real proof, unchanged: verifies (nothing forged).
+                        assert!(result.is_ok() || *name == "three operator keys", "{name}");
+                    } else {
+                        assert!(result.is_err(), "{name}, {region:.20}");
+                    }
+                    assert!(tries <= 2, "{name}, {region:.20}: {tries} verifications");
+                }
+            }
+        }
+        // A region that is not a string is no region ("other").
+        let document = f.document.replace("\"us-east-1\"", "[1]");
+        let (result, tries) = aws_counted(&document, &STANDARD.encode(&flipped), trust);
+        assert!(result.is_err() && tries <= 2, "{name}");
+    }
+    // coder would have tried every key: the built-in trust alone holds fourteen.
+    assert_eq!(builtin().aws.len(), 14);
+    // Built-in keys only: a forged us-east-1 proof costs one verification.
+    let (_, tries) = aws_counted(f.document, &STANDARD.encode(&flipped), &builtin().aws);
+    assert_eq!(tries, 1);
+}
+
+#[test]
+fn aws_operator_key_verifies_on_the_first_try() {
+    let signer = rsa_signing_key(generated::AWS_TEST_KEY);
+    let trust = builtin_and_operator_key();
+    for region in ["us-east-1", "ap-east-1", "govcloud", "RegionOne", ""] {
+        let (document, signature) = aws_proof(&signer, region, "i-0a");
+        for _ in 0..2 {
+            assert_eq!(
+                aws_counted(&document, &signature, &trust),
+                (Ok("i-0a".to_string()), 1),
+                "{region}"
+            );
+        }
+    }
+    // Only operator keys (identity.aws.builtin = false): the same.
+    let mut only = AwsTrust::default();
+    only.add_pem("/etc/appliance/aws/test-ca.pem", &public_pem(&signer))
+        .unwrap();
+    let (document, signature) = aws_proof(&signer, "us-east-1", "i-0b");
+    assert_eq!(
+        aws_counted(&document, &signature, &only),
+        (Ok("i-0b".to_string()), 1)
+    );
+}
+
+#[test]
+fn aws_builtin_region_proof_verifies_and_its_key_is_remembered() {
+    let trust = builtin_and_operator_key();
+    for f in AWS_SIGNATURE_FIXTURES {
+        // First proof from the region: the operator key, then the built-in one.
+        assert_eq!(
+            aws_counted(f.document, f.signature, &trust),
+            (Ok(f.instance_id.to_string()), 2),
+            "{}",
+            f.name
+        );
+        // Remembered: the built-in key first from now on.
+        for _ in 0..3 {
+            assert_eq!(
+                aws_counted(f.document, f.signature, &trust),
+                (Ok(f.instance_id.to_string()), 1),
+                "{}",
+                f.name
+            );
+        }
+    }
+    // The hint is per region, and follows whichever key verified last.
+    let signer = rsa_signing_key(generated::AWS_TEST_KEY);
+    let (document, signature) = aws_proof(&signer, "us-east-1", "i-0c");
+    let f = &AWS_SIGNATURE_FIXTURES[0];
+    let g = &AWS_SIGNATURE_FIXTURES[1];
+    assert_eq!(aws_counted(&document, &signature, &trust).1, 2);
+    assert_eq!(aws_counted(&document, &signature, &trust).1, 1);
+    assert_eq!(
+        aws_counted(g.document, g.signature, &trust).1,
+        1,
+        "us-west-2"
+    );
+    assert_eq!(aws_counted(f.document, f.signature, &trust).1, 2);
+    assert_eq!(aws_counted(f.document, f.signature, &trust).1, 1);
+    // A forged proof does not move the hint, and still costs at most two.
+    let forged = f
+        .document
+        .replace("i-076e9b91f7c420782", "i-0ffffffffffffffff");
+    assert_eq!(aws_counted(&forged, f.signature, &trust), (Err(()), 2));
+    assert_eq!(aws_counted(f.document, f.signature, &trust).1, 1);
+    // A copy shares the hints; changing the keys forgets them (indices move).
+    let copy = trust.clone();
+    assert_eq!(aws_counted(f.document, f.signature, &copy).1, 1);
+    let mut changed = trust.clone();
+    changed.add_pem("other-2024", AWS_RENEWED_OTHER).unwrap();
+    assert_eq!(aws_counted(f.document, f.signature, &changed).1, 2);
+    assert_eq!(aws_counted(f.document, f.signature, &changed).1, 1);
+}
+
+#[test]
+fn aws_hint_with_operator_keys_only() {
+    // identity.aws.builtin = false, two operator keys: the second one verifies on the second
+    // try once per region, then first; absurdly long regions are not remembered.
+    let aws_signer = rsa_signing_key(generated::AWS_TEST_KEY);
+    let gcp_signer = rsa_signing_key(generated::GCP_TEST_KEY);
+    let mut trust = AwsTrust::default();
+    trust
+        .add_pem("/etc/appliance/aws/a.pem", &public_pem(&gcp_signer))
+        .unwrap();
+    trust
+        .add_pem("/etc/appliance/aws/b.pem", &public_pem(&aws_signer))
+        .unwrap();
+    let long_region = "r".repeat(65);
+    for (region, tries) in [("RegionOne", [2, 1, 1]), (long_region.as_str(), [2, 2, 2])] {
+        let (document, signature) = aws_proof(&aws_signer, region, "i-10");
+        for expected in tries {
+            assert_eq!(
+                aws_counted(&document, &signature, &trust),
+                (Ok("i-10".to_string()), expected),
+                "{region:.10}"
+            );
+        }
+    }
+}
+
+#[test]
+fn aws_keys_named_for_a_region_are_tried_for_it() {
+    let aws_signer = rsa_signing_key(generated::AWS_TEST_KEY);
+    let gcp_signer = rsa_signing_key(generated::GCP_TEST_KEY);
+    let mut trust = AwsTrust::builtin();
+    trust
+        .add_pem("/etc/appliance/aws/eu-west-1.pem", &public_pem(&gcp_signer))
+        .unwrap();
+    trust
+        .add_pem(
+            "/etc/appliance/aws/ap-southeast-5.PEM",
+            &public_pem(&aws_signer),
+        )
+        .unwrap();
+    let ok = |signer, region: &str, tries| {
+        let (document, signature) = aws_proof(signer, region, "i-0d");
+        assert_eq!(
+            aws_counted(&document, &signature, &trust),
+            (Ok("i-0d".to_string()), tries),
+            "{region}"
+        );
+    };
+    ok(&gcp_signer, "eu-west-1", 1);
+    ok(&aws_signer, "ap-southeast-5", 1);
+    // A region no file is named for gets the first operator key.
+    ok(&gcp_signer, "RegionOne", 1);
+    // ... and only that one: the second operator key is not tried there.
+    let (document, signature) = aws_proof(&aws_signer, "RegionOne", "i-0d");
+    assert_eq!(aws_counted(&document, &signature, &trust), (Err(()), 2));
+    // Built-in regions still verify.
+    let f = &AWS_SIGNATURE_FIXTURES[0];
+    assert_eq!(
+        verify_aws(f.document, f.signature, &trust).unwrap(),
+        f.instance_id
+    );
+    // A region group name works as a file name too.
+    let mut trust = AwsTrust::builtin();
+    trust
+        .add_pem("/etc/appliance/aws/a.pem", &public_pem(&gcp_signer))
+        .unwrap();
+    trust
+        .add_pem("C:\\appliance\\hongkong.crt", &public_pem(&aws_signer))
+        .unwrap();
+    let (document, signature) = aws_proof(&aws_signer, "ap-east-1", "i-0e");
+    assert_eq!(
+        aws_counted(&document, &signature, &trust),
+        (Ok("i-0e".to_string()), 1)
+    );
+}
+
+#[test]
+fn aws_operator_copies_of_builtin_keys_keep_their_region() {
+    // identity.aws.builtin = false and a few of AWS's certificates under names of one's own:
+    // each is still tried for its regions, whatever the file is called and however many.
+    let mut trust = AwsTrust::default();
+    for (name, pem) in [
+        ("1.pem", include_str!("certs/aws/china.pem")),
+        ("2.pem", include_str!("certs/aws/aws-govcloud-us.pem")),
+        (
+            "3.pem",
+            include_str!("certs/aws/asia-pacific-hong-kong.pem"),
+        ),
+        ("4.pem", include_str!("certs/aws/other-aws-regions.pem")),
+    ] {
+        trust
+            .add_pem(&format!("/etc/appliance/aws/{name}"), pem)
+            .unwrap();
+    }
+    for f in AWS_SIGNATURE_FIXTURES {
+        assert_eq!(
+            aws_counted(f.document, f.signature, &trust),
+            (Ok(f.instance_id.to_string()), 1),
+            "{}",
+            f.name
+        );
+    }
+}
+
+#[test]
+fn aws_label_stems() {
+    use super::trust::label_stem;
+    assert_eq!(
+        label_stem("/etc/appliance/aws/eu-south-1.pem"),
+        "eu-south-1"
+    );
+    assert_eq!(label_stem("C:\\aws\\hongkong.CRT"), "hongkong");
+    assert_eq!(label_stem("certs/us-east-1.cer"), "us-east-1");
+    assert_eq!(label_stem("us-east-1"), "us-east-1");
+    assert_eq!(label_stem("/etc/x/other.key"), "other.key");
+    assert_eq!(label_stem("/etc/x/.pem"), ".pem");
+    assert_eq!(label_stem("/etc/x/"), "");
+    assert_eq!(label_stem("é.pem"), "é");
+    assert_eq!(label_stem("ééé"), "ééé");
+    assert_eq!(label_stem(""), "");
+}
+
+#[test]
+fn aws_hints_are_shared_between_threads() {
+    let trust = std::sync::Arc::new(builtin_and_operator_key());
+    let signer = rsa_signing_key(generated::AWS_TEST_KEY);
+    let (document, signature) = aws_proof(&signer, "us-east-1", "i-0f");
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            let trust = trust.clone();
+            let (document, signature) = (document.clone(), signature.clone());
+            std::thread::spawn(move || {
+                let f = &AWS_SIGNATURE_FIXTURES[t % 2];
+                for _ in 0..20 {
+                    let (ok, tries) = aws_counted(f.document, f.signature, &trust);
+                    assert!(ok.is_ok() && tries <= 2);
+                    let (ok, tries) = aws_counted(&document, &signature, &trust);
+                    assert!(ok.is_ok() && tries <= 2);
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().unwrap();
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rsa::traits::PublicKeyParts;
+use std::sync::atomic::{AtomicU64, Ordering};
 use time::OffsetDateTime;
 
 use super::pki::{self, Cert, PublicKey};
@@ -136,34 +137,177 @@ pub(super) struct AwsKey {
     pub source: String,
     pub key: rsa::PublicKey,
     pub not_after: Option<OffsetDateTime>,
+    /// Loaded by [`AwsTrust::builtin`] (as opposed to added by the operator).
+    pub builtin: bool,
+    /// coder's region group when this is one of the built-in keys, also when the operator
+    /// supplied it from a file of their own (so `other-aws-regions.pem` under any file name is
+    /// still the key for `us-east-1`).
+    pub builtin_group: Option<&'static str>,
+}
+
+impl AwsKey {
+    /// True if this key is meant for documents from `region`, whose coder region group is
+    /// `group`: a label (or a label's file name without `.pem`/`.crt`/`.cer`) equals the region
+    /// code or the group, or the key is the built-in key of that group.
+    pub(super) fn applies_to(&self, region: &str, group: &str) -> bool {
+        let named = |name: &str| !name.is_empty() && (name == region || name == group);
+        self.builtin_group == Some(group)
+            || self.labels.iter().any(|l| named(l) || named(label_stem(l)))
+    }
+}
+
+/// The file name of a label that is a path, without a `.pem`, `.crt` or `.cer` extension (any
+/// case): `/etc/appliance/aws/eu-south-1.pem` → `eu-south-1`. Other labels are returned whole.
+pub(super) fn label_stem(label: &str) -> &str {
+    let base = label.rsplit(['/', '\\']).next().unwrap_or(label);
+    let cut = base.len().saturating_sub(4);
+    match (base.get(..cut), base.get(cut..)) {
+        (Some(stem), Some(ext))
+            if !stem.is_empty()
+                && [".pem", ".crt", ".cer"]
+                    .iter()
+                    .any(|e| ext.eq_ignore_ascii_case(e)) =>
+        {
+            stem
+        }
+        _ => base,
+    }
+}
+
+/// Slots in [`KeyHints`]; regions hash into them (a collision only costs a verification).
+const HINT_SLOTS: usize = 64;
+/// Longer `region` values (no real one is) get no hint: not worth hashing.
+const MAX_HINTED_REGION_LEN: usize = 64;
+
+/// Per region, which key verified a document from that region last, so the next document from
+/// there is checked against it first. A hint changes what a sign-in costs, never whether it is
+/// accepted: it only reorders the (at most two) keys that apply to the region anyway. Regions
+/// hash into a fixed table of atomics (no allocation, no lock); each slot holds a 32-bit tag of
+/// the region and the key's index + 1 (0: empty), and is only written after a successful
+/// verification, so a forged document cannot move it. Reset whenever the keys change.
+pub(super) struct KeyHints {
+    slots: [AtomicU64; HINT_SLOTS],
+}
+
+impl KeyHints {
+    /// The slot `region` hashes to and the tag that marks it as this region's (FNV-1a).
+    fn slot(&self, region: &str) -> Option<(&AtomicU64, u64)> {
+        if region.len() > MAX_HINTED_REGION_LEN {
+            return None;
+        }
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in region.bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        // The remainder is below HINT_SLOTS, so the cast is lossless and the index in range.
+        let slot = &self.slots[(hash % HINT_SLOTS as u64) as usize];
+        Some((slot, hash >> 32))
+    }
+
+    /// The key that last verified a document from `region`, if remembered.
+    pub(super) fn get(&self, region: &str) -> Option<usize> {
+        let (slot, tag) = self.slot(region)?;
+        let value = slot.load(Ordering::Relaxed);
+        if value >> 32 != tag {
+            return None;
+        }
+        usize::try_from(value & 0xffff_ffff).ok()?.checked_sub(1)
+    }
+
+    /// Remembers that key `index` verified a document from `region` (a store only on change).
+    pub(super) fn set(&self, region: &str, index: usize) {
+        let Some(stored) = index.checked_add(1).and_then(|i| u32::try_from(i).ok()) else {
+            return;
+        };
+        let Some((slot, tag)) = self.slot(region) else {
+            return;
+        };
+        let value = (tag << 32) | u64::from(stored);
+        if slot.load(Ordering::Relaxed) != value {
+            slot.store(value, Ordering::Relaxed);
+        }
+    }
+
+    /// Forgets everything (key indices are about to change).
+    fn reset(&mut self) {
+        for slot in &mut self.slots {
+            *slot.get_mut() = 0;
+        }
+    }
+}
+
+impl Default for KeyHints {
+    fn default() -> KeyHints {
+        KeyHints {
+            slots: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Clone for KeyHints {
+    fn clone(&self) -> KeyHints {
+        KeyHints {
+            slots: std::array::from_fn(|i| AtomicU64::new(self.slots[i].load(Ordering::Relaxed))),
+        }
+    }
+}
+
+impl std::fmt::Debug for KeyHints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let used = self
+            .slots
+            .iter()
+            .filter(|s| s.load(Ordering::Relaxed) != 0)
+            .count();
+        f.debug_struct("KeyHints").field("used", &used).finish()
+    }
 }
 
 /// AWS `/signature` keys. Certificates only wrap the key: dates are never enforced (the
 /// "other regions" certificate expired in 2024 and its key is still the live one).
+///
+/// Which keys a document is checked against (at most two, see [`super::verify_aws`]) depends
+/// on its `region`: the operator's key for that region, else the operator's first key; and the
+/// built-in key of the region's group. An operator key is *for* a region when its label, or the
+/// file name the label is a path to, is the region code or coder's group name
+/// (`/etc/appliance/aws/ap-southeast-5.pem`, `.../hongkong.pem`), or when it is one of the
+/// built-in keys under another name. The key that verified last for a region goes first.
 #[derive(Debug, Clone, Default)]
 pub struct AwsTrust {
     pub(super) keys: Vec<AwsKey>,
+    pub(super) hints: KeyHints,
 }
 
 impl AwsTrust {
     /// coder's 14 built-in keys (see [`Trust::builtin`]).
     pub fn builtin() -> AwsTrust {
         let mut trust = AwsTrust::default();
-        for (label, pem) in AWS_BUILTIN {
-            let added = trust.add_pem_from(label, "builtin", pem);
-            debug_assert!(added.is_ok(), "built-in AWS key {label}: {added:?}");
+        for (group, key, not_after) in builtin_keys() {
+            trust.keys.push(AwsKey {
+                labels: vec![group.to_string()],
+                source: "builtin".to_string(),
+                key,
+                not_after,
+                builtin: true,
+                builtin_group: Some(group),
+            });
         }
+        debug_assert_eq!(trust.keys.len(), AWS_BUILTIN.len());
         trust
     }
 
     /// Adds every key in `pem` under `label`. Accepts `CERTIFICATE` (the key is taken, dates
     /// ignored), `PUBLIC KEY` (SPKI) and `RSA PUBLIC KEY` (PKCS#1) blocks; every block must hold
-    /// an RSA key. `label` is a region group (`other`, `hongkong`, ...) or an AWS region code
-    /// (`eu-south-1`); documents whose `region` maps to the label are checked against its keys
-    /// first. A key that is already present only gains the label. Nothing is added if any block
-    /// is unusable. Returns the number of key blocks read.
+    /// an RSA key. `label` is where the keys came from (the configuration passes the file's
+    /// path); when it, or the file name it ends in (without `.pem`/`.crt`/`.cer`), is an AWS
+    /// region code (`eu-south-1`) or coder's region group (`other`, `hongkong`, ...), the keys
+    /// are the operator's keys for documents from that region (see [`AwsTrust`]). A key that is
+    /// already present only gains the label. Nothing is added if any block is unusable. Returns
+    /// the number of key blocks read.
     pub fn add_pem(&mut self, label: &str, pem: &str) -> Result<usize, IdentityError> {
-        self.add_pem_from(label, label, pem)
+        let parsed = parse_aws_pem(label, pem)?;
+        Ok(self.insert_keys(label, parsed))
     }
 
     /// Replaces every key carrying `label` with the keys in `pem` (coder's per-region override:
@@ -172,14 +316,14 @@ impl AwsTrust {
     pub fn replace_label_pem(&mut self, label: &str, pem: &str) -> Result<usize, IdentityError> {
         let parsed = parse_aws_pem(label, pem)?;
         self.remove_label(label);
-        Ok(self.insert_keys(label, label, parsed))
+        Ok(self.insert_keys(label, parsed))
     }
 
     /// Drops all keys and adds the ones in `pem` under `label`.
     pub fn replace_with_pem(&mut self, label: &str, pem: &str) -> Result<usize, IdentityError> {
         let parsed = parse_aws_pem(label, pem)?;
         self.clear();
-        Ok(self.insert_keys(label, label, parsed))
+        Ok(self.insert_keys(label, parsed))
     }
 
     /// Removes `label` from every key and drops keys left without a label.
@@ -188,11 +332,13 @@ impl AwsTrust {
             key.labels.retain(|l| l != label);
         }
         self.keys.retain(|k| !k.labels.is_empty());
+        self.hints.reset();
     }
 
     /// Removes every key (verification then always fails).
     pub fn clear(&mut self) {
         self.keys.clear();
+        self.hints.reset();
     }
 
     /// Number of distinct keys.
@@ -205,24 +351,22 @@ impl AwsTrust {
         self.keys.is_empty()
     }
 
-    fn add_pem_from(
-        &mut self,
-        label: &str,
-        source: &str,
-        pem: &str,
-    ) -> Result<usize, IdentityError> {
-        let parsed = parse_aws_pem(label, pem)?;
-        Ok(self.insert_keys(label, source, parsed))
-    }
-
+    /// Adds operator keys under `label` (never `builtin`, even when equal to a built-in key:
+    /// that one then only gains the label).
     fn insert_keys(
         &mut self,
         label: &str,
-        source: &str,
         parsed: Vec<(rsa::PublicKey, Option<OffsetDateTime>)>,
     ) -> usize {
         let count = parsed.len();
+        self.hints.reset();
+        let known = if parsed.is_empty() {
+            Vec::new()
+        } else {
+            builtin_keys()
+        };
         for (key, not_after) in parsed {
+            let builtin_group = known.iter().find(|(_, k, _)| *k == key).map(|(g, _, _)| *g);
             if let Some(existing) = self.keys.iter_mut().find(|k| k.key == key) {
                 if !existing.labels.iter().any(|l| l == label) {
                     existing.labels.push(label.to_string());
@@ -231,12 +375,15 @@ impl AwsTrust {
                     (Some(a), Some(b)) => Some(a.max(b)),
                     (a, b) => a.or(b),
                 };
+                existing.builtin_group = existing.builtin_group.or(builtin_group);
             } else {
                 self.keys.push(AwsKey {
                     labels: vec![label.to_string()],
-                    source: source.to_string(),
+                    source: label.to_string(),
                     key,
                     not_after,
+                    builtin: false,
+                    builtin_group,
                 });
             }
         }
@@ -256,6 +403,19 @@ impl AwsTrust {
             })
             .collect()
     }
+}
+
+/// The built-in keys, parsed: (region group, key, certificate notAfter).
+fn builtin_keys() -> Vec<(&'static str, rsa::PublicKey, Option<OffsetDateTime>)> {
+    let mut keys = Vec::with_capacity(AWS_BUILTIN.len());
+    for (group, pem) in AWS_BUILTIN {
+        let parsed = parse_aws_pem(group, pem);
+        debug_assert!(parsed.is_ok(), "built-in AWS key {group}: {parsed:?}");
+        for (key, not_after) in parsed.unwrap_or_default() {
+            keys.push((*group, key, not_after));
+        }
+    }
+    keys
 }
 
 /// Parses an AWS PEM file into RSA keys, all-or-nothing.
