@@ -18,7 +18,7 @@
 //! operator's key verifies on the first try, a proof from a built-in region on the second try
 //! once and then on the first, and a forged one costs at most two RSA verifications. The price:
 //! with more than one operator key, only the first is tried for a region none of them is named
-//! for, so name each file after its region (`ap-southeast-5.pem`).
+//! for, so name each file after its region (`<region>.pem`, e.g. ap-southeast-5.pem).
 
 use super::IdentityError;
 use super::pki::{self, HashAlg};
@@ -140,7 +140,7 @@ pub(super) fn candidates(trust: &AwsTrust, region: &str, group: &str) -> [Option
 }
 
 /// coder's region group for an AWS region code: the label of the built-in key that signs its
-/// documents, per the table in the fixtures' `certs/aws/README.md`. Every other region,
+/// documents, per the table in `tests/fixtures/identity/certs/aws/README.md`. Every other region,
 /// including an empty or unknown one, is `other`.
 pub(super) fn region_group(region: &str) -> &'static str {
     match region {

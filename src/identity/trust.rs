@@ -96,7 +96,7 @@ pub struct TrustItem {
 // AWS
 
 /// The keys coder embeds (coder/coder:coderd/awsidentity/awsidentity.go), by coder's region
-/// name. `certs/aws/README.md` (fixtures) documents each file's provenance.
+/// name. `tests/fixtures/identity/certs/aws/README.md` documents each file's provenance.
 const AWS_BUILTIN: &[(&str, &str)] = &[
     ("other", include_str!("certs/aws/other-aws-regions.pem")),
     (
