@@ -9,6 +9,7 @@ mod agent_logs;
 mod agents;
 mod app_status;
 mod auth;
+mod bounds;
 mod cli;
 mod errors;
 mod external_auth;
