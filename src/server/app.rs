@@ -5,12 +5,12 @@ use std::sync::{Arc, RwLock};
 use crate::config::Config;
 use crate::identity::Trust;
 use crate::logs::ingest::LogWriter;
-use crate::server::metrics::Metrics;
-use crate::sign_in::rate_limit::RateLimiter;
 use crate::logs::relay::{self, Hub};
-use crate::sign_in::SignInWriter;
-use crate::store::Store;
+use crate::server::metrics::Metrics;
 use crate::server::view_cache::{KeyCache, ViewCache};
+use crate::sign_in::SignInWriter;
+use crate::sign_in::rate_limit::RateLimiter;
+use crate::store::Store;
 
 #[derive(Clone)]
 pub struct App {
@@ -62,7 +62,7 @@ impl App {
         relay::watch_database(&store, hub.clone())?;
         Ok(App {
             identity_limiter: Arc::new(RateLimiter::new(config.identity.rate_limit_per_minute)),
-            metrics: Arc::new(Metrics::new(&config.metrics)),
+            metrics: Arc::new(Metrics::new(&config.metrics, crate::routes::templates())),
             config: Arc::new(config),
             trust: Arc::new(RwLock::new(Arc::new(trust))),
             store,

@@ -27,4 +27,5 @@ mod packaging;
 mod reinit;
 mod reload;
 mod systemd;
+mod wire;
 mod workspaces;
