@@ -91,6 +91,8 @@ fn run(args: &Args) -> Result<usize, String> {
                     uri.as_deref(),
                     // Distinct timestamps, so the newest-first order is stable.
                     now - time::Duration::milliseconds(i as i64),
+                    // Keep all of them (the server keeps an agent's newest 100).
+                    count.max(1),
                 )?;
             }
             Ok(count)

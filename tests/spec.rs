@@ -576,6 +576,7 @@ fn seed_app_statuses(db: &Path, agent: Uuid) -> usize {
                     "Running the test suite",
                     uri,
                     at,
+                    100,
                 )?;
                 n += 1;
             }

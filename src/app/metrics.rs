@@ -2,14 +2,15 @@
 //! Prometheus' text exposition format (version 0.0.4) by hand.
 //!
 //! Everything on the request path is an atomic add: per-route entries are
-//! created once (the known routes at start) and found under a read lock.
-//! Labels are bounded: a route label is one of [`ROUTES`], a template that
-//! has answered below 400 (at most [`MAX_LEARNED_ROUTES`] of them, so routes
-//! added later are counted under their own name), or `other` (unknown paths,
-//! scanners). Figures that live in the database (live agents, file size) are
-//! read at scrape time by the caller and passed to [`Metrics::render`].
+//! created once, at start, for the route templates the caller names, and
+//! never change. Labels are bounded: a route label is one of those templates
+//! (the one the request matched, worked out by `routes`) or `other` (paths
+//! that are no route: scanners, typos). Figures that live in the database
+//! (live agents, file size) are read at scrape time by the caller and passed
+//! to [`Metrics::render`].
 //!
-//! This module knows neither warp nor SQL.
+//! This module knows neither warp, HTTP nor SQL: a status is a number the
+//! caller got from the response, a sign-in arrives as its [`SignInOutcome`].
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -21,27 +22,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::MetricsConfig;
 
-/// The route templates served (see `routes::route_template`).
-pub const ROUTES: &[&str] = &[
-    "/healthz",
-    "/metrics",
-    "/api/v2/workspaceagents/{workspaceagent}",
-    "/api/v2/workspaceagents/{workspaceagent}/logs",
-    "/api/v2/workspaceagents/{workspaceagent}/startup-logs",
-    "/api/v2/workspaceagents/aws-instance-identity",
-    "/api/v2/workspaceagents/azure-instance-identity",
-    "/api/v2/workspaceagents/google-instance-identity",
-    "/api/v2/workspaceagents/me/log-source",
-    "/api/v2/workspaceagents/me/logs",
-    "/api/v2/workspaceagents/me/app-status",
-    "/api/v2/workspaceagents/me/external-auth",
-    "/api/v2/workspaceagents/me/gitauth",
-    "/api/v2/workspaceagents/me/gitsshkey",
-    "/api/v2/workspaceagents/me/reinit",
-];
-/// Templates outside [`ROUTES`] counted under their own name, at most.
-pub const MAX_LEARNED_ROUTES: usize = 32;
-/// The label of every other path.
+/// The label of every path that is no route.
 pub const OTHER_ROUTE: &str = "other";
 
 /// Upper bounds of the latency buckets, in seconds (`+Inf` is implied).
@@ -50,18 +31,44 @@ pub const BUCKETS: [f64; 14] = [
 ];
 
 pub const CLOUDS: [&str; 3] = ["aws", "azure", "google"];
-/// Sign-in outcomes, by the answer's status: 200 `success`, 401
-/// `invalid_proof`, 404/409 `no_matching_agent`, 429 `rate_limited`, other
-/// 4xx `bad_request` (malformed bodies and proofs, an agent not in the latest
-/// build), 5xx `error`.
-pub const OUTCOMES: [&str; 6] = [
-    "success",
-    "invalid_proof",
-    "no_matching_agent",
-    "rate_limited",
-    "bad_request",
-    "error",
-];
+
+/// How an instance-identity sign-in ended (`routes` decides, from its answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignInOutcome {
+    Success,
+    /// The proof did not verify.
+    InvalidProof,
+    /// No agent, or several, for the instance.
+    NoMatchingAgent,
+    RateLimited,
+    /// A malformed body or proof, or an agent not in the latest build.
+    BadRequest,
+    /// The server failed.
+    Error,
+}
+
+impl SignInOutcome {
+    pub const ALL: [SignInOutcome; 6] = [
+        SignInOutcome::Success,
+        SignInOutcome::InvalidProof,
+        SignInOutcome::NoMatchingAgent,
+        SignInOutcome::RateLimited,
+        SignInOutcome::BadRequest,
+        SignInOutcome::Error,
+    ];
+
+    /// The `outcome` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            SignInOutcome::Success => "success",
+            SignInOutcome::InvalidProof => "invalid_proof",
+            SignInOutcome::NoMatchingAgent => "no_matching_agent",
+            SignInOutcome::RateLimited => "rate_limited",
+            SignInOutcome::BadRequest => "bad_request",
+            SignInOutcome::Error => "error",
+        }
+    }
+}
 
 /// Statuses counted individually: 100..=599.
 const STATUSES: usize = 500;
@@ -127,12 +134,12 @@ pub enum Stream {
 }
 
 pub struct Metrics {
-    routes: RwLock<HashMap<String, Arc<RouteStats>>>,
-    learned: AtomicU64,
+    /// By route template, plus [`OTHER_ROUTE`]; fixed at start.
+    routes: HashMap<&'static str, RouteStats>,
     log_lines: AtomicU64,
     log_bytes: AtomicU64,
     log_overflows: AtomicU64,
-    sign_ins: [[AtomicU64; OUTCOMES.len()]; CLOUDS.len()],
+    sign_ins: [[AtomicU64; SignInOutcome::ALL.len()]; CLOUDS.len()],
     websockets: Arc<AtomicI64>,
     sse: Arc<AtomicI64>,
     access: RwLock<Access>,
@@ -152,15 +159,16 @@ fn digest(token: &str) -> [u8; 32] {
 }
 
 impl Metrics {
-    pub fn new(config: &MetricsConfig) -> Metrics {
-        let routes = ROUTES
-            .iter()
-            .map(|r| ((*r).to_owned(), Arc::new(RouteStats::new())))
-            .chain([(OTHER_ROUTE.to_owned(), Arc::new(RouteStats::new()))])
+    /// Counts requests under each of `routes` (route templates) and
+    /// [`OTHER_ROUTE`].
+    pub fn new(config: &MetricsConfig, routes: impl IntoIterator<Item = &'static str>) -> Metrics {
+        let routes = routes
+            .into_iter()
+            .chain([OTHER_ROUTE])
+            .map(|r| (r, RouteStats::new()))
             .collect();
         let m = Metrics {
-            routes: RwLock::new(routes),
-            learned: AtomicU64::new(0),
+            routes,
             log_lines: AtomicU64::new(0),
             log_bytes: AtomicU64::new(0),
             log_overflows: AtomicU64::new(0),
@@ -210,37 +218,17 @@ impl Metrics {
         }
     }
 
-    /// One answered request: its route template, status and latency.
+    /// One answered request: the route template it matched (anything not
+    /// given to [`Metrics::new`] counts as [`OTHER_ROUTE`]), its status and
+    /// latency.
     pub fn record_request(&self, template: &str, status: u16, latency: Duration) {
         if let Some(stats) = self
             .routes
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
             .get(template)
+            .or_else(|| self.routes.get(OTHER_ROUTE))
         {
             stats.record(status, latency);
-            return;
         }
-        self.learn(template, status).record(status, latency);
-    }
-
-    /// The entry for a template not seen before: its own once it answers
-    /// below 400 (while there is room), `other` otherwise.
-    fn learn(&self, template: &str, status: u16) -> Arc<RouteStats> {
-        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(stats) = routes.get(template) {
-            return stats.clone();
-        }
-        if status < 400 && (self.learned.load(Relaxed) as usize) < MAX_LEARNED_ROUTES {
-            self.learned.fetch_add(1, Relaxed);
-            let stats = Arc::new(RouteStats::new());
-            routes.insert(template.to_owned(), stats.clone());
-            return stats;
-        }
-        routes
-            .get(OTHER_ROUTE)
-            .cloned()
-            .unwrap_or_else(|| Arc::new(RouteStats::new()))
     }
 
     /// A stored log batch.
@@ -254,18 +242,14 @@ impl Metrics {
         self.log_overflows.fetch_add(1, Relaxed);
     }
 
-    /// An instance-identity sign-in answered with `status`.
-    pub fn sign_in(&self, cloud: &str, status: u16) {
-        let outcome = match status {
-            200..=299 => 0,
-            401 => 1,
-            404 | 409 => 2,
-            429 => 3,
-            400..=499 => 4,
-            _ => 5,
-        };
+    /// An instance-identity sign-in and how it ended.
+    pub fn sign_in(&self, cloud: &str, outcome: SignInOutcome) {
+        let o = SignInOutcome::ALL
+            .iter()
+            .position(|x| *x == outcome)
+            .unwrap_or(SignInOutcome::ALL.len() - 1);
         if let Some(c) = CLOUDS.iter().position(|c| *c == cloud) {
-            self.sign_ins[c][outcome].fetch_add(1, Relaxed);
+            self.sign_ins[c][o].fetch_add(1, Relaxed);
         }
     }
 
@@ -291,12 +275,9 @@ impl Metrics {
             1,
         );
 
-        let routes: Vec<(String, Arc<RouteStats>)> = {
-            let map = self.routes.read().unwrap_or_else(|p| p.into_inner());
-            let mut v: Vec<_> = map.iter().map(|(k, s)| (k.clone(), s.clone())).collect();
-            v.sort_by(|a, b| a.0.cmp(&b.0));
-            v
-        };
+        let mut routes: Vec<(&str, &RouteStats)> =
+            self.routes.iter().map(|(k, s)| (*k, s)).collect();
+        routes.sort_by(|a, b| a.0.cmp(b.0));
         header(
             w,
             "appliance_http_requests_total",
@@ -384,11 +365,11 @@ impl Metrics {
             "Instance-identity sign-ins, by cloud and outcome.",
         );
         for (c, cloud) in CLOUDS.iter().enumerate() {
-            for (o, outcome) in OUTCOMES.iter().enumerate() {
+            for (o, outcome) in SignInOutcome::ALL.iter().enumerate() {
                 line(
                     w,
                     "appliance_instance_identity_signins_total",
-                    &[("cloud", cloud), ("outcome", outcome)],
+                    &[("cloud", cloud), ("outcome", outcome.label())],
                     self.sign_ins[c][o].load(Relaxed),
                 );
             }
@@ -482,11 +463,20 @@ mod tests {
     use super::*;
     use crate::config::Secret;
 
+    const ROUTES: [&str; 3] = [
+        "/healthz",
+        "/api/v2/workspaceagents/me/logs",
+        "/api/v2/workspaceagents/me/manifest",
+    ];
+
     fn metrics(token: Option<&str>) -> Metrics {
-        Metrics::new(&MetricsConfig {
-            enabled: true,
-            token: token.map(|t| Secret(t.to_owned())),
-        })
+        Metrics::new(
+            &MetricsConfig {
+                enabled: true,
+                token: token.map(|t| Secret(t.to_owned())),
+            },
+            ROUTES,
+        )
     }
 
     fn value(text: &str, series: &str) -> Option<String> {
@@ -539,10 +529,11 @@ mod tests {
     }
 
     #[test]
-    fn unknown_paths_share_one_label_and_new_routes_are_learned_when_they_succeed() {
+    fn only_the_given_routes_get_a_label_of_their_own() {
         let m = metrics(None);
         for i in 0..100 {
             m.record_request(&format!("/scan/{i}"), 404, Duration::ZERO);
+            m.record_request(&format!("/new/{i}"), 200, Duration::ZERO);
         }
         m.record_request("/api/v2/workspaceagents/me/manifest", 200, Duration::ZERO);
         m.record_request("/api/v2/workspaceagents/me/manifest", 401, Duration::ZERO);
@@ -555,28 +546,44 @@ mod tests {
             .as_deref(),
             Some("100")
         );
+        assert_eq!(
+            value(
+                &text,
+                "appliance_http_requests_total{route=\"other\",status=\"200\"}"
+            )
+            .as_deref(),
+            Some("100"),
+            "a success does not make a path a route"
+        );
         assert!(text.contains(
             "appliance_http_requests_total{route=\"/api/v2/workspaceagents/me/manifest\",status=\"401\"} 1"
         ));
-        assert!(!text.contains("/scan/"));
+        assert!(!text.contains("/scan/") && !text.contains("/new/"));
         assert!(
             !text.contains("appliance_agents_live"),
             "omitted when unknown"
         );
-        for i in 0..(MAX_LEARNED_ROUTES + 5) {
-            m.record_request(&format!("/new/{i}"), 200, Duration::ZERO);
-        }
-        let routes = m.routes.read().expect("lock").len();
-        assert_eq!(routes, ROUTES.len() + 1 + MAX_LEARNED_ROUTES);
+        assert_eq!(m.routes.len(), ROUTES.len() + 1);
     }
 
     #[test]
-    fn sign_in_outcomes_follow_the_status() {
+    fn sign_ins_are_counted_by_cloud_and_outcome() {
+        use SignInOutcome::*;
         let m = metrics(None);
-        for status in [200, 401, 401, 404, 409, 429, 400, 413, 500] {
-            m.sign_in("google", status);
+        for outcome in [
+            Success,
+            InvalidProof,
+            InvalidProof,
+            NoMatchingAgent,
+            NoMatchingAgent,
+            RateLimited,
+            BadRequest,
+            BadRequest,
+            Error,
+        ] {
+            m.sign_in("google", outcome);
         }
-        m.sign_in("nowhere", 200);
+        m.sign_in("nowhere", Success);
         let text = m.render(None, 0);
         let v = |outcome: &str| {
             value(

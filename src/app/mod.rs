@@ -47,7 +47,14 @@ pub struct App {
 impl App {
     /// Builds the app and starts its background threads: the log and sign-in
     /// writers and the watcher that notices other processes' commits.
-    pub fn start(store: Store, config: Config, trust: Trust) -> anyhow::Result<App> {
+    /// `route_templates` are the routes `/metrics` counts requests under
+    /// (`routes::templates()`; passed in, since `app` sits below `routes`).
+    pub fn start(
+        store: Store,
+        config: Config,
+        trust: Trust,
+        route_templates: impl Iterator<Item = &'static str>,
+    ) -> anyhow::Result<App> {
         let hub = Hub::default();
         let logs = LogWriter::start(
             store.clone(),
@@ -68,7 +75,7 @@ impl App {
         relay::watch_database(&store, hub.clone())?;
         Ok(App {
             identity_limiter: Arc::new(RateLimiter::new(config.identity.rate_limit_per_minute)),
-            metrics: Arc::new(Metrics::new(&config.metrics)),
+            metrics: Arc::new(Metrics::new(&config.metrics, route_templates)),
             config: Arc::new(config),
             trust_slot: TrustSlot::new(trust),
             store,

@@ -62,6 +62,31 @@ pub const OPEN_IN: [&str; 2] = ["slim-window", "tab"];
 pub const API_KEY_SCOPES: [&str; 2] = ["all", "no_user_data"];
 pub const OPERATING_SYSTEMS: [&str; 3] = ["linux", "darwin", "windows"];
 
+// Lengths of what a manifest declares, in characters: Coder's columns where
+// they are `varchar(n)` (a template exceeding them fails its build there),
+// appliance's own bound where Coder's column is `text`.
+/// `workspace_agents.directory varchar(4096)`.
+pub const MAX_DIRECTORY_CHARS: usize = 4096;
+/// `workspace_agents.architecture varchar(64)`.
+pub const MAX_ARCH_CHARS: usize = 64;
+/// `workspace_apps.display_name varchar(64)`.
+pub const MAX_APP_DISPLAY_NAME_CHARS: usize = 64;
+/// `workspace_apps.icon varchar(256)`.
+pub const MAX_APP_ICON_CHARS: usize = 256;
+/// `workspace_apps.command varchar(65534)` and `url varchar(65534)`.
+pub const MAX_APP_COMMAND_CHARS: usize = 65534;
+/// `workspace_apps.tooltip varchar(2048)`.
+pub const MAX_APP_TOOLTIP_CHARS: usize = 2048;
+/// A script logs under a source named after it, and upstream casts source
+/// names to `varchar(127)`.
+pub const MAX_SCRIPT_DISPLAY_NAME_CHARS: usize = 127;
+/// A script's icon is its log source's icon: the bound an agent's own
+/// sources have, in bytes (`text` upstream).
+pub const MAX_SCRIPT_ICON_BYTES: usize = 2048;
+/// Each script takes one of the agent's log sources (64 in all); the rest
+/// are left for the sources the agent registers itself. No bound upstream.
+pub const MAX_SCRIPTS_PER_AGENT: usize = 32;
+
 /// A validated manifest.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Workspace {
@@ -501,6 +526,17 @@ impl Validator {
         });
     }
 
+    /// A problem if `value` is longer than `max` characters.
+    fn at_most(&mut self, path: &str, value: &str, max: usize) {
+        let n = value.chars().count();
+        if n > max {
+            self.problem(
+                path,
+                format!("is {n} characters long; at most {max} are allowed"),
+            );
+        }
+    }
+
     fn required(&mut self, path: &str, value: Option<String>) -> String {
         match value {
             Some(v) if !v.trim().is_empty() => v,
@@ -659,7 +695,14 @@ impl Validator {
         let operating_system =
             self.choice(&format!("{path}.os"), raw.os, &OPERATING_SYSTEMS, "linux");
         let architecture = raw.arch.unwrap_or_else(|| "amd64".to_string());
-        if architecture.is_empty()
+        self.at_most(
+            &format!("{path}.directory"),
+            &raw.directory,
+            MAX_DIRECTORY_CHARS,
+        );
+        if architecture.chars().count() > MAX_ARCH_CHARS {
+            self.at_most(&format!("{path}.arch"), &architecture, MAX_ARCH_CHARS);
+        } else if architecture.is_empty()
             || !architecture
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -710,6 +753,15 @@ impl Validator {
                 );
             }
             apps.push(app);
+        }
+        if raw.scripts.len() > MAX_SCRIPTS_PER_AGENT {
+            self.problem(
+                format!("{path}.scripts"),
+                format!(
+                    "{} scripts; an agent has at most {MAX_SCRIPTS_PER_AGENT}",
+                    raw.scripts.len()
+                ),
+            );
         }
         let scripts = raw
             .scripts
@@ -780,6 +832,23 @@ impl Validator {
                 format!("\"{slug}\" is not a valid slug: use lowercase letters, digits and single hyphens, at most 64 characters"),
             );
         }
+        self.at_most(
+            &format!("{path}.display_name"),
+            &raw.display_name,
+            MAX_APP_DISPLAY_NAME_CHARS,
+        );
+        self.at_most(&format!("{path}.icon"), &raw.icon, MAX_APP_ICON_CHARS);
+        self.at_most(&format!("{path}.url"), &raw.url, MAX_APP_COMMAND_CHARS);
+        self.at_most(
+            &format!("{path}.command"),
+            &raw.command,
+            MAX_APP_COMMAND_CHARS,
+        );
+        self.at_most(
+            &format!("{path}.tooltip"),
+            &raw.tooltip,
+            MAX_APP_TOOLTIP_CHARS,
+        );
         if !raw.url.is_empty() && !raw.command.is_empty() {
             self.problem(
                 format!("{path}.command"),
@@ -844,6 +913,20 @@ impl Validator {
     fn script(&mut self, path: &str, raw: RawScript) -> Script {
         if raw.display_name.trim().is_empty() {
             self.problem(format!("{path}.display_name"), "is required");
+        }
+        self.at_most(
+            &format!("{path}.display_name"),
+            &raw.display_name,
+            MAX_SCRIPT_DISPLAY_NAME_CHARS,
+        );
+        if raw.icon.len() > MAX_SCRIPT_ICON_BYTES {
+            self.problem(
+                format!("{path}.icon"),
+                format!(
+                    "is {} bytes long; at most {MAX_SCRIPT_ICON_BYTES} are allowed",
+                    raw.icon.len()
+                ),
+            );
         }
         if raw.script.trim().is_empty() {
             self.problem(format!("{path}.script"), "is required");

@@ -283,3 +283,64 @@ fn duplicate_resources_are_refused() {
     let text = format!("{MINIMAL}[[resources]]\nname = \"box\"\ntype = \"vm\"\n");
     find(&problems("m.toml", &text), "resources[1].name");
 }
+
+#[test]
+fn lengths_and_script_counts_are_bounded_as_coders_columns() {
+    let app = |field: &str, value: &str| {
+        format!(
+            "{MINIMAL}\n    [[resources.agents.apps]]\n    slug = \"a\"\n    {field} = {value:?}\n"
+        )
+    };
+    let cases = [
+        ("display_name", MAX_APP_DISPLAY_NAME_CHARS),
+        ("icon", MAX_APP_ICON_CHARS),
+        ("tooltip", MAX_APP_TOOLTIP_CHARS),
+        ("url", MAX_APP_COMMAND_CHARS),
+        ("command", MAX_APP_COMMAND_CHARS),
+    ];
+    for (field, max) in cases {
+        // Characters, not bytes, as varchar(n) counts.
+        parse("m.toml", &app(field, &"é".repeat(max))).expect("at the bound");
+        let ps = problems("m.toml", &app(field, &"x".repeat(max + 1)));
+        let p = find(&ps, &format!("resources[0].agents[0].apps[0].{field}"));
+        assert_eq!(
+            p.message,
+            format!("is {} characters long; at most {max} are allowed", max + 1)
+        );
+    }
+    let agent = |field: &str, value: &str| format!("{MINIMAL}  {field} = {value:?}\n");
+    find(
+        &problems("m.toml", &agent("directory", &"d".repeat(4097))),
+        "resources[0].agents[0].directory",
+    );
+    find(
+        &problems("m.toml", &agent("arch", &"a".repeat(65))),
+        "resources[0].agents[0].arch",
+    );
+    let script = |name: &str, icon: &str| {
+        format!(
+            "\n    [[resources.agents.scripts]]\n    display_name = {name:?}\n    icon = {icon:?}\n    script = \"true\"\n"
+        )
+    };
+    let ps = problems(
+        "m.toml",
+        &format!("{MINIMAL}{}", script(&"n".repeat(128), &"i".repeat(2049))),
+    );
+    find(&ps, "resources[0].agents[0].scripts[0].display_name");
+    find(&ps, "resources[0].agents[0].scripts[0].icon");
+    let many: String = (0..MAX_SCRIPTS_PER_AGENT)
+        .map(|i| script(&format!("s{i}"), ""))
+        .collect();
+    parse("m.toml", &format!("{MINIMAL}{many}")).expect("at the bound");
+    let ps = problems(
+        "m.toml",
+        &format!("{MINIMAL}{many}{}", script("one more", "")),
+    );
+    assert_eq!(
+        find(&ps, "resources[0].agents[0].scripts").message,
+        format!(
+            "{} scripts; an agent has at most {MAX_SCRIPTS_PER_AGENT}",
+            MAX_SCRIPTS_PER_AGENT + 1
+        )
+    );
+}

@@ -1,7 +1,9 @@
 //! `PATCH /api/v2/workspaceagents/me/app-status` (Coder:
 //! `patchWorkspaceAgentAppStatus`; body `agentsdk.PatchAppStatus`): an agent
-//! reports the state of one of its apps. Every report is kept; `GET
-//! /workspaceagents/{id}` shows them under the app's `statuses`, newest first.
+//! reports the state of one of its apps. The agent's newest
+//! [`MAX_STATUSES_PER_AGENT`] reports are kept (upstream keeps every one);
+//! `GET /workspaceagents/{id}` shows them under the app's `statuses`, newest
+//! first.
 
 use serde::Deserialize;
 use warp::Filter;
@@ -17,6 +19,10 @@ use crate::{sanitize, sdk, store};
 
 /// Upstream's limit, in bytes (160 exactly is accepted).
 pub const MAX_MESSAGE_BYTES: usize = 160;
+/// Upstream's column is `text`, without bound; a URI is a link.
+pub const MAX_URI_BYTES: usize = 2048;
+/// Statuses kept per agent; older ones are dropped (upstream keeps all).
+pub const MAX_STATUSES_PER_AGENT: usize = 100;
 
 pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
     warp::path!("api" / "v2" / "workspaceagents" / "me" / "app-status")
@@ -67,6 +73,12 @@ async fn patch_app_status(
             .detail(why)
             .validation("message", why));
     }
+    if req.uri.len() > MAX_URI_BYTES {
+        let why = format!("URI must be at most {MAX_URI_BYTES} bytes.");
+        return Err(ApiError::bad_request("URI is too long.")
+            .detail(why.clone())
+            .validation("uri", why));
+    }
     let message = sanitize::app_status_message(&req.message);
     let uri = (!req.uri.is_empty()).then_some(req.uri);
     let slug = req.app_slug;
@@ -88,6 +100,7 @@ async fn patch_app_status(
                 &message,
                 uri.as_deref(),
                 now,
+                MAX_STATUSES_PER_AGENT,
             )
             .map(Ok)
         })

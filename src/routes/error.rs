@@ -156,6 +156,18 @@ pub fn json_response<T: serde::Serialize>(status: StatusCode, value: &T) -> Resp
     resp
 }
 
+/// Coder's 405 for a route asked with another method, with the `Allow`
+/// header naming the methods it answers (RFC 9110 requires one).
+pub fn method_not_allowed(allow: &'static str) -> Response {
+    let mut resp =
+        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.").into_response();
+    resp.headers_mut().insert(
+        warp::http::header::ALLOW,
+        warp::http::HeaderValue::from_static(allow),
+    );
+    resp
+}
+
 /// A JSON body already encoded (with its trailing newline).
 pub fn json_bytes(status: StatusCode, body: bytes::Bytes) -> Response {
     let mut resp = Response::new(body.into());
@@ -200,8 +212,9 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
         )
         .detail("Send the body as application/json.")
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        // warp reports a path that exists under another method this way; Coder's
-        // router answers 405 with its usual body.
+        // warp reports a path that exists under another method this way. A
+        // route in `routes::ROUTES` never gets here (its 405, with `Allow`, is
+        // answered before the routes run); this is for one missing from it.
         ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.")
     } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
         ApiError::bad_request("Invalid query parameters.").detail(e.to_string())

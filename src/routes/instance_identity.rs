@@ -21,6 +21,7 @@ use warp::reply::Response;
 
 use super::filters::{null_as_default, read_json, refuse_unread, with_app};
 use crate::app::App;
+use crate::app::metrics::SignInOutcome;
 use crate::identity::{self, Cloud, IdentityError};
 use crate::routes::error::{ApiError, json_response, respond};
 use crate::{auth, sdk, sign_in, store};
@@ -38,10 +39,8 @@ pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
             .and(with_app(app))
             .then(move |addr: Option<SocketAddr>, body, app: App| async move {
                 let answer = sign_in(app.clone(), cloud, addr, body).await;
-                let status = answer
-                    .as_ref()
-                    .map_or_else(|e| e.status.as_u16(), |r| r.status().as_u16());
-                app.metrics.sign_in(cloud.as_str(), status);
+                let status = answer.as_ref().map_or_else(|e| e.status, |r| r.status());
+                app.metrics.sign_in(cloud.as_str(), outcome(status));
                 respond(answer)
             })
             .boxed()
@@ -52,6 +51,21 @@ pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
         .or(route("google-instance-identity", Cloud::Google))
         .unify()
         .boxed()
+}
+
+/// A sign-in's outcome for the metrics, by its answer: 200 success, 401 an
+/// invalid proof, 404/409 no (single) matching agent, 429 rate limited, other
+/// 4xx a bad request (malformed bodies and proofs, an agent not in the latest
+/// build), anything else an error.
+fn outcome(status: StatusCode) -> SignInOutcome {
+    match status.as_u16() {
+        200..=299 => SignInOutcome::Success,
+        401 => SignInOutcome::InvalidProof,
+        404 | 409 => SignInOutcome::NoMatchingAgent,
+        429 => SignInOutcome::RateLimited,
+        400..=499 => SignInOutcome::BadRequest,
+        _ => SignInOutcome::Error,
+    }
 }
 
 /// The three request bodies in one: each cloud reads its own fields. Unknown
@@ -193,5 +207,29 @@ fn refused_proof(cloud: Cloud, e: &IdentityError) -> ApiError {
             ApiError::bad_request("Error decoding JWT claims.").detail(e.to_string())
         }
         Cloud::Google => ApiError::unauthorized("Invalid GCP identity.").detail(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_follow_the_answer() {
+        use SignInOutcome::*;
+        for (status, want) in [
+            (200, Success),
+            (401, InvalidProof),
+            (404, NoMatchingAgent),
+            (409, NoMatchingAgent),
+            (429, RateLimited),
+            (400, BadRequest),
+            (413, BadRequest),
+            (500, Error),
+            (503, Error),
+        ] {
+            let status = StatusCode::from_u16(status).expect("status");
+            assert_eq!(outcome(status), want, "{status}");
+        }
     }
 }

@@ -17,6 +17,11 @@ use crate::{sdk, store};
 
 /// Display names are cut here, as upstream's VARCHAR(127) does.
 pub const MAX_DISPLAY_NAME_CHARS: usize = 127;
+/// Upstream's column is `text`, without bound; an icon is a path or a URL.
+pub const MAX_ICON_BYTES: usize = 2048;
+/// Sources per agent, the manifest's scripts' included (at most
+/// `manifest::MAX_SCRIPTS_PER_AGENT` of them); upstream has no bound.
+pub const MAX_LOG_SOURCES_PER_AGENT: usize = 64;
 
 pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
     warp::path!("api" / "v2" / "workspaceagents" / "me" / "log-source")
@@ -48,6 +53,12 @@ async fn post_log_source(
 ) -> Result<Response, ApiError> {
     let agent = agent_before_body(&app, token.as_deref())?;
     let req: PostLogSource = read_json(body).await?;
+    if req.icon.len() > MAX_ICON_BYTES {
+        let why = format!("Icon must be at most {MAX_ICON_BYTES} bytes.");
+        return Err(ApiError::bad_request("Icon is too long.")
+            .detail(why.clone())
+            .validation("icon", why));
+    }
     let display_name: String = req
         .display_name
         .chars()
@@ -55,11 +66,28 @@ async fn post_log_source(
         .collect();
     let now = store::now();
     let (agent_id, id, name, icon) = (agent.id, req.id, display_name.clone(), req.icon.clone());
-    app.store
+    let added = app
+        .store
         .write_async(move |tx| {
-            store::agents::insert_log_source(tx, agent_id, id, &name, &icon, now)
+            store::agents::add_log_source(
+                tx,
+                agent_id,
+                id,
+                &name,
+                &icon,
+                now,
+                MAX_LOG_SOURCES_PER_AGENT,
+            )
         })
         .await?;
+    if added == store::agents::LogSourceAdded::Full {
+        let why = format!(
+            "An agent has at most {MAX_LOG_SOURCES_PER_AGENT} log sources; this id is not one of them."
+        );
+        return Err(ApiError::bad_request("Too many log sources.")
+            .detail(why.clone())
+            .validation("id", why));
+    }
     // 201 echoing what was asked for, also when the source already existed (as upstream).
     Ok(json_response(
         StatusCode::CREATED,

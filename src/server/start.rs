@@ -75,7 +75,7 @@ pub(crate) fn serve(loaded: config::Loaded, source: reload::Source) -> anyhow::R
         }
         let jwks_url = config.identity.gcp.jwks_url.clone();
         let base_trust = trust.trust.clone();
-        let app = App::start(store, config, trust.trust)?;
+        let app = App::start(store, config, trust.trust, crate::routes::templates())?;
         tokio::spawn(crate::logs::retention::run(
             app.store.clone(),
             app.config.logs.retention,

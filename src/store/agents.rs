@@ -207,7 +207,10 @@ pub fn app_statuses(conn: &Connection, agent_id: Uuid) -> Result<Vec<AppStatusRo
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// Records one status of an app (every report is kept, as upstream).
+/// Records one status of an app and drops the agent's oldest statuses beyond
+/// the newest `keep` (upstream keeps every report; an agent could then grow
+/// its own `GET /workspaceagents/{id}` without bound).
+#[allow(clippy::too_many_arguments)]
 pub fn insert_app_status(
     conn: &Connection,
     agent: &AgentRow,
@@ -216,7 +219,13 @@ pub fn insert_app_status(
     message: &str,
     uri: Option<&str>,
     now: OffsetDateTime,
+    keep: usize,
 ) -> Result<AppStatusRow> {
+    if keep == 0 {
+        return Err(StoreError::Other(
+            "an agent must keep at least one app status".into(),
+        ));
+    }
     let id = Uuid::new_v4();
     conn.prepare_cached(
         "INSERT INTO workspace_app_statuses (id, created_at, workspace_id, agent_id, app_id, state, message, uri)
@@ -232,6 +241,15 @@ pub fn insert_app_status(
         message,
         uri
     ])?;
+    // Through the agent's apps: statuses are indexed by app, not by agent.
+    // The order is the one `app_statuses` shows, so what stays is its head.
+    conn.prepare_cached(
+        "DELETE FROM workspace_app_statuses WHERE id IN (
+             SELECT s.id FROM workspace_app_statuses s
+             WHERE s.app_id IN (SELECT a.id FROM workspace_apps a WHERE a.agent_id = ?1)
+             ORDER BY s.created_at DESC, s.id DESC LIMIT -1 OFFSET ?2)",
+    )?
+    .execute(params![agent.id.to_string(), keep as i64])?;
     Ok(AppStatusRow {
         id,
         created_at: now,
@@ -392,6 +410,46 @@ pub fn instance_candidates(conn: &Connection, instance_id: &str) -> Result<Vec<I
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// What [`add_log_source`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogSourceAdded {
+    Inserted,
+    /// The agent already had a source with this id; it was left as it was.
+    Existed,
+    /// The agent already has `max` sources and this id is not one of them.
+    Full,
+}
+
+/// Registers a log source an agent announces, unless the agent already has
+/// `max` of them (upstream has no bound: each source is a row in the agent's
+/// `GET /workspaceagents/{id}`). Idempotent on (agent, id), full or not.
+pub fn add_log_source(
+    conn: &Connection,
+    agent_id: Uuid,
+    id: Uuid,
+    display_name: &str,
+    icon: &str,
+    now: OffsetDateTime,
+    max: usize,
+) -> Result<LogSourceAdded> {
+    let (count, exists): (i64, bool) = conn
+        .prepare_cached(
+            "SELECT count(*), coalesce(max(id = ?2), 0) FROM workspace_agent_log_sources
+             WHERE workspace_agent_id = ?1",
+        )?
+        .query_row(params![agent_id.to_string(), id.to_string()], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    if exists {
+        return Ok(LogSourceAdded::Existed);
+    }
+    if count >= max as i64 {
+        return Ok(LogSourceAdded::Full);
+    }
+    insert_log_source(conn, agent_id, id, display_name, icon, now)?;
+    Ok(LogSourceAdded::Inserted)
 }
 
 /// Registers a log source; idempotent on (agent, id). Returns whether a row

@@ -390,7 +390,7 @@ fn app_statuses_come_back_newest_first() {
     for (i, state) in ["working", "idle", "complete"].iter().enumerate() {
         let at = T0 + time::Duration::seconds(i as i64);
         store
-            .write(|tx| agents::insert_app_status(tx, &agent, app.id, state, "m", None, at))
+            .write(|tx| agents::insert_app_status(tx, &agent, app.id, state, "m", None, at, 10))
             .expect("status");
     }
     let statuses = store
@@ -399,8 +399,63 @@ fn app_statuses_come_back_newest_first() {
     let states: Vec<&str> = statuses.iter().map(|s| s.state.as_str()).collect();
     assert_eq!(states, ["complete", "idle", "working"]);
     let bad =
-        store.write(|tx| agents::insert_app_status(tx, &agent, app.id, "bogus", "m", None, T0));
+        store.write(|tx| agents::insert_app_status(tx, &agent, app.id, "bogus", "m", None, T0, 10));
     assert!(bad.is_err(), "the CHECK constraint refuses unknown states");
+
+    // Beyond `keep`, the oldest go, whichever app they belong to.
+    let apps = store.read(|c| agents::apps(c, main)).expect("apps");
+    for i in 3..8 {
+        let at = T0 + time::Duration::seconds(i);
+        let app = &apps[i as usize % apps.len()];
+        let message = format!("m{i}");
+        store
+            .write(|tx| {
+                agents::insert_app_status(tx, &agent, app.id, "idle", &message, None, at, 4)
+            })
+            .expect("status");
+    }
+    let statuses = store
+        .read(|c| agents::app_statuses(c, main))
+        .expect("statuses");
+    let messages: Vec<&str> = statuses.iter().map(|s| s.message.as_str()).collect();
+    assert_eq!(messages, ["m7", "m6", "m5", "m4"]);
+}
+
+#[test]
+fn log_sources_an_agent_adds_are_bounded_and_idempotent() {
+    let (_dir, store) = temp_store();
+    let alice = store
+        .write(|tx| users::insert_user(tx, "alice", "", users::Role::Member, T0))
+        .expect("user");
+    let applied = store
+        .write(|tx| workspaces::apply(tx, &manifest(TWO_AGENTS), alice.id, alice.id, T0))
+        .expect("apply");
+    let agent = applied.agents[0].id;
+    let before = store
+        .read(|c| agents::log_sources(c, agent))
+        .expect("sources")
+        .len();
+    let max = before + 2;
+    let add = |id: Uuid, name: &str| {
+        store
+            .write(|tx| agents::add_log_source(tx, agent, id, name, "", T0, max))
+            .expect("add")
+    };
+    let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    assert_eq!(add(a, "a"), agents::LogSourceAdded::Inserted);
+    assert_eq!(add(a, "again"), agents::LogSourceAdded::Existed);
+    assert_eq!(add(b, "b"), agents::LogSourceAdded::Inserted);
+    assert_eq!(add(c, "c"), agents::LogSourceAdded::Full);
+    assert_eq!(
+        add(b, "b"),
+        agents::LogSourceAdded::Existed,
+        "known ids stay fine"
+    );
+    let sources = store
+        .read(|c| agents::log_sources(c, agent))
+        .expect("sources");
+    assert_eq!(sources.len(), max);
+    assert!(sources.iter().any(|s| s.id == a && s.display_name == "a"));
 }
 
 #[test]
