@@ -223,8 +223,24 @@ impl Store {
     /// for the writer, so this takes microseconds, less than the hand-off to the
     /// blocking pool that [`Store::read_async`] pays. Anything that scans, or
     /// could wait on a lock, uses `read_async` or `write_async` instead.
+    ///
+    /// Checking a connection out of the pool never blocks a runtime worker:
+    /// when none is free at once, the wait (up to the pool's timeout) happens
+    /// under `block_in_place`, so the worker's other tasks move elsewhere.
     pub fn read_inline<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        self.read(f)
+        let conn = match self.pool.try_get() {
+            Some(conn) => conn,
+            None => match tokio::runtime::Handle::try_current() {
+                Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                    tokio::task::block_in_place(|| self.pool.get())?
+                }
+                _ => self.pool.get()?,
+            },
+        };
+        let tx = conn.unchecked_transaction()?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
     }
 
     /// [`Store::read`] on the blocking thread pool, keeping the caller's span.

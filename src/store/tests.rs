@@ -463,3 +463,41 @@ fn timestamps_round_trip_at_microsecond_precision() {
     let t = datetime!(2026-03-01 12:00:00.123456 UTC);
     assert_eq!(from_micros(to_micros(t)), t);
 }
+
+#[test]
+fn read_inline_waits_for_a_connection_without_holding_its_worker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = Options {
+        pool_size: 1,
+        ..Options::default()
+    };
+    let store = Store::open(&dir.path().join("t.db"), &options).expect("open");
+    store.migrate().expect("migrate");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // The pool's only connection is taken: the reader must wait for it.
+    let held = store.pool.get().expect("the one connection");
+    runtime.block_on(async move {
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let s = store.clone();
+        let reader = tokio::spawn(async move {
+            let _ = started_tx.send(());
+            s.read_inline(|c| users::count_users(c))
+        });
+        started_rx.await.expect("reader started");
+        // The runtime's one worker is now inside read_inline. Another task
+        // must still run: the wait happens under block_in_place.
+        let other = tokio::spawn(async { "ran" });
+        let ran = tokio::time::timeout(std::time::Duration::from_secs(10), other)
+            .await
+            .expect("a task ran while read_inline waited for a connection")
+            .expect("task");
+        assert_eq!(ran, "ran");
+        drop(held);
+        let n = reader.await.expect("reader task").expect("read");
+        assert_eq!(n, 0);
+    });
+}
