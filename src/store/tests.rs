@@ -485,7 +485,7 @@ fn read_inline_waits_for_a_connection_without_holding_its_worker() {
         let s = store.clone();
         let reader = tokio::spawn(async move {
             let _ = started_tx.send(());
-            s.read_inline(|c| users::count_users(c))
+            s.read_inline(users::count_users)
         });
         started_rx.await.expect("reader started");
         // The runtime's one worker is now inside read_inline. Another task
