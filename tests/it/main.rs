@@ -26,4 +26,5 @@ mod packaging;
 mod reinit;
 mod reload;
 mod systemd;
+mod tokens;
 mod workspaces;
