@@ -8,7 +8,7 @@ use anyhow::bail;
 use serde_json::json;
 
 use crate::config::Config;
-use crate::store::backup::{self, Copied, PAGES_PER_STEP, Progress};
+use crate::store::backup::{self, Copied, PAGES_PER_STEP, Progress, SafetyCopy};
 use crate::store::lock::{self, LockError};
 use crate::store::migrate;
 
@@ -51,7 +51,20 @@ fn size(bytes: u64) -> String {
 }
 
 fn copied_json(c: &Copied) -> serde_json::Value {
-    json!({"path": c.path, "pages": c.pages, "bytes": c.bytes, "schema_version": c.schema_version})
+    json!({"path": c.path, "pages": c.pages, "bytes": c.bytes, "schema_version": c.schema_version, "mode": format!("{:04o}", c.mode)})
+}
+
+/// Where the replaced database is kept, for people.
+fn safety_copy_text(kept: &SafetyCopy) -> String {
+    let mut s = format!("the replaced database is kept at {}", kept.path.display());
+    if kept.with_wal {
+        s.push_str(&format!(
+            " (with {}-wal, which holds part of it: keep them together)",
+            kept.path.display()
+        ));
+    }
+    s.push_str("; delete it once the restored database serves well");
+    s
 }
 
 /// `appliance backup --to FILE [--force]`: a consistent copy of the live
@@ -71,12 +84,13 @@ pub fn run_backup(
     )
     .map_err(|e| anyhow::anyhow!("backup of {} failed: {e}", config.db.display()))?;
     let text = format!(
-        "backed up {} to {} ({}, {} pages, schema version {}, integrity ok)",
+        "backed up {} to {} ({}, {} pages, schema version {}, integrity ok, mode {:04o})",
         config.db.display(),
         copied.path.display(),
         size(copied.bytes),
         copied.pages,
-        copied.schema_version
+        copied.schema_version,
+        copied.mode
     );
     let mut v = copied_json(&copied);
     v["db"] = json!(config.db);
@@ -95,15 +109,17 @@ pub fn run_restore(config: &Config, from: &Path) -> anyhow::Result<(serde_json::
         ),
         Err(LockError::Store(e)) => bail!("{e}"),
     };
-    let copied = backup::restore(from, db, PAGES_PER_STEP, &mut progress_printer())
+    let restored = backup::restore(from, db, PAGES_PER_STEP, &mut progress_printer())
         .map_err(|e| anyhow::anyhow!("restore from {} failed: {e}", from.display()))?;
+    let copied = &restored.copied;
     let mut text = format!(
-        "restored {} from {} ({}, {} pages, schema version {}, integrity ok)",
-        db.display(),
+        "restored {} from {} ({}, {} pages, schema version {}, integrity ok, mode {:04o})",
+        copied.path.display(),
         from.display(),
         size(copied.bytes),
         copied.pages,
-        copied.schema_version
+        copied.schema_version,
+        copied.mode
     );
     if copied.schema_version < migrate::latest() {
         text.push_str(&format!(
@@ -111,9 +127,24 @@ pub fn run_restore(config: &Config, from: &Path) -> anyhow::Result<(serde_json::
             migrate::latest()
         ));
     }
+    match &restored.safety_copy {
+        Some(kept) => {
+            text.push('\n');
+            text.push_str(&safety_copy_text(kept));
+        }
+        None => text.push_str("\nthere was no database to replace"),
+    }
     text.push_str("\nnext: start the server again (e.g. `systemctl start appliance`)");
-    let mut v = copied_json(&copied);
+    let mut v = copied_json(copied);
     v["from"] = json!(from);
+    v["safety_copy"] = json!(restored.safety_copy.as_ref().map(|k| &k.path));
+    v["safety_copy_wal"] = json!(
+        restored
+            .safety_copy
+            .as_ref()
+            .filter(|k| k.with_wal)
+            .map(|k| backup::sidecar(&k.path, "-wal"))
+    );
     Ok((v, text))
 }
 

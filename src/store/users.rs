@@ -182,6 +182,70 @@ pub fn api_key_with_user(conn: &Connection, id: &str) -> Result<Option<(ApiKeyRo
     )
 }
 
+/// An API key as `appliance token list` shows it: never the secret, nor its
+/// digest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKeyInfo {
+    pub id: String,
+    pub user_id: Uuid,
+    pub username: String,
+    pub name: String,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+const API_KEY_INFO_COLUMNS: &str =
+    "k.id, k.user_id, u.username, k.name, k.created_at, k.expires_at, k.revoked_at";
+
+fn api_key_info_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyInfo> {
+    Ok(ApiKeyInfo {
+        id: r.get(0)?,
+        user_id: get_uuid(r, 1)?,
+        username: r.get(2)?,
+        name: r.get(3)?,
+        created_at: from_micros(r.get(4)?),
+        expires_at: from_micros(r.get(5)?),
+        revoked_at: r.get::<_, Option<i64>>(6)?.map(from_micros),
+    })
+}
+
+/// Every API key (or `user`'s), by username, then oldest first; revoked and
+/// expired keys included.
+pub fn list_api_keys(conn: &Connection, user: Option<Uuid>) -> Result<Vec<ApiKeyInfo>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {API_KEY_INFO_COLUMNS}
+         FROM api_keys k JOIN users u ON u.id = k.user_id
+         WHERE ?1 IS NULL OR k.user_id = ?1
+         ORDER BY u.username, k.created_at, k.id"
+    ))?;
+    let rows = stmt.query_map([user.map(|u| u.to_string())], api_key_info_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Marks the key `id` revoked at `now` unless it already is. Returns the key
+/// as it now stands and whether it was already revoked; `None` for an
+/// unknown id. Run it in a write transaction.
+pub fn revoke_api_key(
+    conn: &Connection,
+    id: &str,
+    now: OffsetDateTime,
+) -> Result<Option<(ApiKeyInfo, bool)>> {
+    let changed = conn.execute(
+        "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+        params![id, to_micros(now)],
+    )?;
+    let found = optional(
+        conn.prepare_cached(&format!(
+            "SELECT {API_KEY_INFO_COLUMNS}
+             FROM api_keys k JOIN users u ON u.id = k.user_id
+             WHERE k.id = ?1"
+        ))?
+        .query_row([id], api_key_info_row),
+    )?;
+    Ok(found.map(|k| (k, changed == 0)))
+}
+
 /// A user's git SSH key pair.
 #[derive(Clone, PartialEq)]
 pub struct GitSshKeyRow {

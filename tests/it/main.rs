@@ -30,5 +30,6 @@ mod packaging;
 mod reinit;
 mod reload;
 mod systemd;
+mod tokens;
 mod wire;
 mod workspaces;
