@@ -42,6 +42,7 @@ pub mod identity;
 pub(crate) mod logs;
 pub mod manifest;
 pub(crate) mod routes;
+pub mod rpc;
 pub(crate) mod sanitize;
 pub(crate) mod sdk;
 pub(crate) mod server;
