@@ -5,7 +5,7 @@
 set -eu
 cd "$(dirname "$0")"
 F=../tests/fixtures/identity
-for t in identity_aws identity_azure identity_gcp manifest proof_json; do
+for t in drpc_frames identity_aws identity_azure identity_gcp manifest proof_json; do
   mkdir -p "corpus/$t"
 done
 
@@ -17,6 +17,9 @@ json_string() {
   sed 's/\\/\\\\/g; s/"/\\"/g; s/\t/\\t/g' "$1" | awk 'NR > 1 { printf "\\n" } { printf "%s", $0 }'
   printf '"'
 }
+
+# drpc_frames: chunk-size selector + a unary GetManifest call as an agent sends it.
+{ byte 0; printf '\003\001\001\041/coder.agent.v2.Agent/GetManifest\005\001\002\000\015\001\003\000'; } > corpus/drpc_frames/unary
 
 # identity_aws: document NUL signature.
 for n in coder-us-east-1-2022 taskcluster-us-west-2-2019; do
