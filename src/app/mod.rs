@@ -8,6 +8,8 @@ pub(crate) mod view_cache;
 
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
 use self::metrics::Metrics;
 use self::view_cache::{KeyCache, ViewCache};
 use crate::config::Config;
@@ -42,6 +44,10 @@ pub struct App {
     pub external_auth_state: Arc<crate::external_auth::flow::FlowState>,
     /// Counters for `GET /metrics`.
     pub metrics: Arc<Metrics>,
+    /// Cancelled when shutdown begins: the server stops accepting, and
+    /// long-lived streams (the reinit SSE stream, external-auth `listen`, log
+    /// follow sockets) select on it and end.
+    pub shutdown: CancellationToken,
 }
 
 impl App {
@@ -86,6 +92,7 @@ impl App {
             api_keys: Arc::new(KeyCache::default()),
             external_auth: Arc::new(external_auth),
             external_auth_state: Arc::default(),
+            shutdown: CancellationToken::new(),
         })
     }
 

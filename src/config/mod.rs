@@ -93,6 +93,7 @@ settings! {
         access_url: String = key {
             default: { derive_access_url(listen) }, file: String, parse: parse_base_url,
         },
+        http: HttpConfig,
         log: LogConfig,
         database: DatabaseConfig,
         agent: AgentConfig,
@@ -108,6 +109,30 @@ settings! {
             file: Vec<RawExternalAuth>,
         },
         metrics: MetricsConfig,
+    }
+
+    /// Connections: how long a client may take, how many may be open, and
+    /// how long a shutdown waits for them.
+    pub struct HttpConfig in RawHttp {
+        /// A request head must arrive within this long of the connection being
+        /// ready for it (accepted, or done with the previous request).
+        header_read_timeout: Duration = key {
+            default: "1m", file: RawDuration, parse: |v| parse_duration_at_least(v, 1),
+        },
+        /// A connection with no request in progress is closed after this long.
+        idle_timeout: Duration = key {
+            default: "1m", file: RawDuration, parse: |v| parse_duration_at_least(v, 1),
+        },
+        /// Open connections (WebSockets included); more wait to be accepted.
+        /// Lowered at start-up to fit the open-files limit.
+        max_connections: u32 = key {
+            default: "8192", file: i64, parse: |v| parse_int_in(v, 1, 1_000_000),
+        },
+        /// After SIGTERM, how long in-flight requests may take before their
+        /// connections are cut.
+        shutdown_timeout: Duration = key {
+            default: "10s", file: RawDuration, parse: |v| parse_duration_at_least(v, 0),
+        },
     }
 
     /// `GET /metrics`.

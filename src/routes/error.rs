@@ -79,6 +79,15 @@ impl ApiError {
         ApiError::new(StatusCode::TOO_MANY_REQUESTS, message)
     }
 
+    /// A long wait (the reinit stream before its first event, an
+    /// external-auth `listen`) ended because the server is shutting down.
+    pub fn shutting_down() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The server is shutting down; try again shortly.",
+        )
+    }
+
     /// Coder's `httpapi.Forbidden`: e.g. an agent whose `api_key_scope` is
     /// `no_user_data` asking for its owner's secrets.
     pub fn forbidden() -> ApiError {

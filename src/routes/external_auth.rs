@@ -292,6 +292,7 @@ async fn listen_for_link(app: App, provider: Provider, owner: Uuid) -> Result<Re
             None => Duration::from_secs(3600),
         };
         tokio::select! {
+            () = app.shutdown.cancelled() => return Err(ApiError::shutting_down()),
             changed = changes.changed() => {
                 if changed.is_err() {
                     return Err(ApiError::internal("An internal server error occurred.", &"the database watcher stopped"));

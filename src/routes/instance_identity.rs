@@ -34,7 +34,7 @@ pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
             .and(warp::path(name))
             .and(warp::path::end())
             .and(warp::post())
-            .and(warp::filters::addr::remote())
+            .and(super::serve::remote_addr())
             .and(warp::body::stream())
             .and(with_app(app))
             .then(move |addr: Option<SocketAddr>, body, app: App| async move {

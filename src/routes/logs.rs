@@ -450,6 +450,11 @@ async fn follow(app: App, agent_id: Uuid, after: i64, socket: Socket) {
     recheck.reset();
     loop {
         let (check_live, read_more) = tokio::select! {
+            () = app.shutdown.cancelled() => {
+                let going_away = tx.send(close(1001, "server shutting down"));
+                let _ = tokio::time::timeout(Duration::from_secs(1), going_away).await;
+                return;
+            }
             changed = new_logs.changed() => (false, changed.is_ok()),
             _ = database.changed() => (true, true),
             _ = recheck.tick() => (true, true),

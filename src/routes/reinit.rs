@@ -94,8 +94,18 @@ fn claimed(workspace_id: Uuid, owner: Uuid) -> sdk::ReinitializationEvent {
     }
 }
 
+/// What a waiting stream sends next.
+enum Wake {
+    /// The claim (a succeeded claim build newer than the baseline).
+    Claimed(sdk::ReinitializationEvent),
+    /// A keep-alive ping.
+    Ping,
+    /// Nothing: the server is shutting down and the stream ends.
+    Shutdown,
+}
+
 /// Waits for the next event: the claim, while `waiting` for one (a succeeded
-/// claim build newer than `baseline`), or else the next ping (`None`).
+/// claim build newer than `baseline`), or else the next ping, or shutdown.
 async fn next_event(
     app: &App,
     workspace_id: Uuid,
@@ -103,10 +113,12 @@ async fn next_event(
     changes: &mut tokio::sync::watch::Receiver<u64>,
     ping: &mut tokio::time::Interval,
     waiting: &mut bool,
-) -> store::Result<Option<sdk::ReinitializationEvent>> {
+) -> store::Result<Wake> {
     loop {
         tokio::select! {
-            _ = ping.tick() => return Ok(None),
+            biased;
+            () = app.shutdown.cancelled() => return Ok(Wake::Shutdown),
+            _ = ping.tick() => return Ok(Wake::Ping),
             changed = changes.changed(), if *waiting => {
                 if changed.is_err() {
                     // The watcher stopped (shutdown): only pings from here.
@@ -118,7 +130,7 @@ async fn next_event(
                     .read_inline(|c| store::workspaces::claim_state(c, workspace_id))?;
                 if latest.number > baseline && latest.prebuild_claim && latest.job_status == "succeeded" {
                     *waiting = false;
-                    return Ok(Some(claimed(workspace_id, owner)));
+                    return Ok(Wake::Claimed(claimed(workspace_id, owner)));
                 }
             }
         }
@@ -175,7 +187,7 @@ async fn reinit(
     let first_event = match next {
         Next::Event(e) => {
             waiting = false;
-            Some(e)
+            Wake::Claimed(e)
         }
         Next::Stream => next_event(
             &app,
@@ -191,9 +203,13 @@ async fn reinit(
                 .detail("failed to determine workspace from agent token")
         })?,
     };
-    let first = sse_event(first_event.as_ref());
+    let first = match first_event {
+        Wake::Claimed(e) => sse_event(Some(&e)),
+        Wake::Ping => sse_event(None),
+        Wake::Shutdown => return Err(ApiError::shutting_down()),
+    };
     // Then: the claim (if not sent yet) when it happens, pings every 15 s,
-    // until the client goes away.
+    // until the client goes away or the server shuts down.
     let rest = stream::unfold(
         (app, changes, waiting, ping, open),
         move |(app, mut changes, mut waiting, mut ping, open)| async move {
@@ -208,7 +224,9 @@ async fn reinit(
                 )
                 .await
                 {
-                    Ok(event) => break event,
+                    Ok(Wake::Claimed(e)) => break Some(e),
+                    Ok(Wake::Ping) => break None,
+                    Ok(Wake::Shutdown) => return None,
                     Err(e) => {
                         tracing::error!(%workspace_id, error = %e, "checking a prebuild claim")
                     }

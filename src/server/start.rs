@@ -28,13 +28,24 @@ pub(crate) fn serve(loaded: config::Loaded, source: reload::Source) -> anyhow::R
         .thread_name("appliance")
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let mut config = config;
         // Bind first: a busy port must not leave a half-initialised database behind.
         let bound = server::bind(config.listen).await?;
         if config.listen.port() == 0 && config.access_url.ends_with(":0") {
             // Derived from an ephemeral port: name the port actually bound.
             config.access_url = format!("http://{}", bound.addr);
+        }
+        if let Some(files) = server::open_files_limit() {
+            let fit = server::connections_that_fit(files, config.database.pool_size);
+            if u64::from(config.http.max_connections) > fit {
+                let lowered = u32::try_from(fit).unwrap_or(u32::MAX);
+                tracing::warn!(
+                    "http.max_connections lowered from {} to {lowered}: the process may open only {files} files (raise LimitNOFILE or ulimit -n)",
+                    config.http.max_connections
+                );
+                config.http.max_connections = lowered;
+            }
         }
         let (store, schema, config, _db_lock) = tokio::task::spawn_blocking(move || {
             // Held until the process ends: `restore` and a second `serve` refuse meanwhile.
@@ -66,6 +77,7 @@ pub(crate) fn serve(loaded: config::Loaded, source: reload::Source) -> anyhow::R
             db = %config.db.display(),
             schema,
             access_url = %config.access_url,
+            max_connections = config.http.max_connections,
             "listening on http://{}",
             bound.addr
         );
@@ -101,7 +113,12 @@ pub(crate) fn serve(loaded: config::Loaded, source: reload::Source) -> anyhow::R
         notifier.ready(&format!("listening on http://{}", bound.addr));
         tokio::spawn(notifier.watchdog());
         server::run(bound, app, shutdown).await
-    })
+    });
+    // Tasks still running (sockets cut at the deadline) are dropped here;
+    // blocking calls in flight (an OAuth provider that does not answer) are
+    // not waited for beyond a moment.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    served
 }
 
 /// Opens and migrates the database; on a new, empty one creates the first admin.

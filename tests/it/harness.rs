@@ -33,7 +33,11 @@ const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 /// A command for the binary with a clean environment: no inherited
 /// `APPLIANCE_*` or `RUST_LOG`.
 pub fn command(cwd: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
+    command_for(Command::new(BIN), cwd)
+}
+
+/// `cmd` with the clean environment of [`command`].
+fn command_for(mut cmd: Command, cwd: &Path) -> Command {
     for (key, _) in std::env::vars_os() {
         let k = key.to_string_lossy();
         if k.starts_with("APPLIANCE_") || k == "RUST_LOG" {
@@ -180,7 +184,21 @@ impl Sandbox {
     /// A command for the binary running in this sandbox, with its config
     /// file and nothing else set.
     pub fn command(&self) -> Command {
-        let mut cmd = command(self.path());
+        self.command_prefixed(&[])
+    }
+
+    /// [`Sandbox::command`] run through `prefix` (e.g. `sh -c 'ulimit ...'`),
+    /// which gets the binary's path and arguments after its own.
+    pub fn command_prefixed(&self, prefix: &[&str]) -> Command {
+        let cmd = match prefix.split_first() {
+            None => Command::new(BIN),
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(BIN);
+                cmd
+            }
+        };
+        let mut cmd = command_for(cmd, self.path());
         cmd.env("APPLIANCE_CONFIG", &self.config);
         cmd
     }
@@ -481,7 +499,14 @@ impl TestServer {
 
     /// Starts a server on an existing sandbox (e.g. to restart on its database).
     pub fn start_in(sandbox: Sandbox, env: &[(&str, &str)]) -> TestServer {
-        let mut cmd = sandbox.command();
+        TestServer::start_prefixed(sandbox, env, &[])
+    }
+
+    /// [`TestServer::start_in`] with the server run through `prefix` (see
+    /// [`Sandbox::command_prefixed`]); the prefix must `exec` the binary, so
+    /// that signals reach the server.
+    pub fn start_prefixed(sandbox: Sandbox, env: &[(&str, &str)], prefix: &[&str]) -> TestServer {
+        let mut cmd = sandbox.command_prefixed(prefix);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--db"])
             .arg(&sandbox.db)
             .envs(env.iter().copied())
