@@ -15,9 +15,13 @@
 #       PATCH response reaching the writer to each follower receiving the line
 #       (one process, one clock): p50/p99 over all (follower, line) pairs;
 #   (d) GET /logs?after=N returning the last 1,000 lines of an agent holding
-#       100,000: wrk -t2 -c8 for READ_DURATION, p99 and req/s.
+#       100,000: wrk -t2 -c8 for READ_DURATION, p99 and req/s;
+#   (e) memory: bench/logs_memory.sh on the same binaries, after this
+#       script's server stopped (what an agent at its cap, 10 readers of it
+#       and 500 stalled followers cost; see its header). MEMORY=0 skips it.
 #
-# Goals: (a) >= 50% of (b); (c) p99 <= 10 ms; (d) p99 <= 10 ms.
+# Goals: (a) >= 50% of (b); (c) p99 <= 10 ms; (d) p99 <= 10 ms; (e) those of
+# bench/logs_memory.sh.
 #
 #   bench/logs.sh
 #   BIN=target/release/appliance LB=target/release/examples/logs_bench bench/logs.sh
@@ -213,7 +217,8 @@ D_P50="$(awk '$1 == "50%" {
 D_ERRORS="$(grep -o 'Socket errors:.*' "$TMP/read.txt" || echo "none")"
 
 # ----- report -----
-python3 - "$TMP" "$D_RPS" "$D_P50" "$D_P99" "$D_ERRORS" "$LOAD_START" "$(nproc)" "${LOADS[@]}" <<'EOF'
+VERDICT=0
+python3 - "$TMP" "$D_RPS" "$D_P50" "$D_P99" "$D_ERRORS" "$LOAD_START" "$(nproc)" "${LOADS[@]}" <<'EOF' || VERDICT=1
 import json, sys
 tmp, d_rps, d_p50, d_p99, d_err, load_start, cpus = sys.argv[1:8]
 loads = sys.argv[8:]
@@ -253,3 +258,14 @@ verdict = all(ok for _, ok, _ in goals)
 print("PASS" if verdict else "FAIL")
 sys.exit(0 if verdict else 1)
 EOF
+
+# ----- (e) memory -----
+if [[ "${MEMORY:-1}" != 0 ]]; then
+  kill -TERM "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=""
+  echo >&2
+  echo "(e) bench/logs_memory.sh" >&2
+  BIN="$BIN" LB="$LB" bench/logs_memory.sh || VERDICT=1
+fi
+exit "$VERDICT"

@@ -6,6 +6,9 @@
 //! logs_bench direct --db NEW.db --rows N [--agents 16] [--batch 100] [--batches-per-tx 1] [--line-bytes 80]
 //! logs_bench follow --base URL --agents APPLY.json --api-key FILE [--agent follow] [--followers 100] [--rate 50] [--seconds 5]
 //! logs_bench seed   --base URL --agents APPLY.json --api-key FILE [--agent seed] [--lines 100000] [--batch 1000] [--tail 1000]
+//! logs_bench fill   --base URL --agents APPLY.json --agent NAME [--batch 20000] [--line-bytes 0]
+//! logs_bench read   --base URL --agents APPLY.json --api-key FILE --agent NAME [--readers 10] [--format json]
+//! logs_bench stall  --base URL --agents APPLY.json --api-key FILE --agent NAME [--followers 500] [--hold 20] [--deflate true]
 //! ```
 //!
 //! - `ingest`: one thread per agent whose name starts with PREFIX, each PATCHing
@@ -21,6 +24,16 @@
 //!   (and, for reference, from the PATCH being sent).
 //! - `seed`: LINES lines for one agent in BATCH-line PATCHes, then prints the
 //!   `after` id that selects the agent's last TAIL lines.
+//! - `fill`: PATCHes BATCH-line batches of LINE-BYTES-byte lines (default:
+//!   empty lines) until the server answers 413, then halves the batch down to
+//!   one line: the agent ends exactly at its cap. Lines stored and seconds.
+//! - `read`: READERS concurrent `GET …/logs` of the whole agent (JSON or
+//!   text), each body read as it arrives and thrown away; bytes and seconds.
+//! - `stall`: FOLLOWERS follow sockets (`?follow`, from the first line)
+//!   upgraded by hand over TCP that never read a byte after the handshake,
+//!   held for HOLD seconds; then how many the server had closed (drained to
+//!   EOF) and how many were still open. DEFLATE offers permessage-deflate as
+//!   browsers do.
 //!
 //! APPLY.json is the output of `appliance workspace apply --output json`
 //! (agent ids, names and tokens); secrets are read from files, never argv.
@@ -41,8 +54,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use uuid::Uuid;
 
-const USAGE: &str =
-    "usage: logs_bench ingest|direct|follow|seed [--flag value]... (see the file's header)";
+const USAGE: &str = "usage: logs_bench ingest|direct|follow|seed|fill|read|stall [--flag value]... (see the file's header)";
 const TOKEN_HEADER: &str = "Coder-Session-Token";
 
 type Res<T> = Result<T, String>;
@@ -587,6 +599,187 @@ fn seed(f: &Flags) -> Res<Value> {
     }))
 }
 
+// ----- fill -----
+
+fn fill(f: &Flags) -> Res<Value> {
+    let base = f.str("base")?;
+    let agent = agent_named(&read_agents(&f.str("agents")?)?, &f.str("agent")?)?;
+    let mut batch: usize = f.num("batch", 20_000)?;
+    let line_bytes: usize = f.num("line-bytes", 0)?;
+    let http = http_agent();
+    let url = format!("{base}/api/v2/workspaceagents/me/logs");
+    let start = Instant::now();
+    let (mut lines, mut requests) = (0usize, 0usize);
+    while batch > 0 {
+        let body = patch_body((0..batch).map(|_| line("", line_bytes)));
+        let mut resp = http
+            .patch(&url)
+            .header(TOKEN_HEADER, &agent.token)
+            .content_type("application/json")
+            .send(&body)
+            .map_err(|e| format!("PATCH {url}: {e}"))?;
+        requests += 1;
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        match status {
+            200 => lines += batch,
+            413 if text.contains("Logs limit exceeded") => batch /= 2,
+            other => return Err(format!("PATCH {url}: {other}: {text}")),
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(json!({
+        "lines": lines,
+        "line_bytes": line_bytes,
+        "requests": requests,
+        "seconds": round3(seconds),
+        "lines_per_s": (lines as f64 / seconds).round(),
+    }))
+}
+
+// ----- read -----
+
+fn read(f: &Flags) -> Res<Value> {
+    let base = f.str("base")?;
+    let agent = agent_named(&read_agents(&f.str("agents")?)?, &f.str("agent")?)?;
+    let api_key = read_secret(&f.str("api-key")?)?;
+    let readers: usize = f.num("readers", 10)?;
+    let format = f.str_or("format", "json");
+    let url = format!(
+        "{base}/api/v2/workspaceagents/{}/logs?format={format}",
+        agent.id
+    );
+    let barrier = Arc::new(Barrier::new(readers));
+    let handles: Vec<_> = (0..readers)
+        .map(|_| {
+            let (url, key, barrier) = (url.clone(), api_key.clone(), barrier.clone());
+            std::thread::spawn(move || -> Res<(u64, Duration)> {
+                let http: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .timeout_global(Some(Duration::from_secs(600)))
+                    .build()
+                    .into();
+                barrier.wait();
+                let t0 = Instant::now();
+                let mut resp = http
+                    .get(&url)
+                    .header(TOKEN_HEADER, &key)
+                    .call()
+                    .map_err(|e| format!("GET {url}: {e}"))?;
+                if resp.status() != 200 {
+                    return Err(format!("GET {url}: {}", resp.status()));
+                }
+                let mut body = resp.body_mut().with_config().limit(u64::MAX).reader();
+                let bytes = std::io::copy(&mut body, &mut std::io::sink())
+                    .map_err(|e| format!("GET {url}: reading the body: {e}"))?;
+                Ok((bytes, t0.elapsed()))
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for h in handles {
+        results.push(h.join().map_err(|_| "a reader panicked")??);
+    }
+    let bytes: Vec<u64> = results.iter().map(|r| r.0).collect();
+    if bytes.windows(2).any(|w| w[0] != w[1]) {
+        return Err(format!("readers got different bodies: {bytes:?} bytes"));
+    }
+    let slowest = results.iter().map(|r| r.1).max().unwrap_or_default();
+    Ok(json!({
+        "readers": readers,
+        "format": format,
+        "body_bytes": bytes.first().copied().unwrap_or(0),
+        "slowest_s": round3(slowest.as_secs_f64()),
+    }))
+}
+
+// ----- stall -----
+
+fn stall(f: &Flags) -> Res<Value> {
+    use std::io::{Read, Write};
+    let base = f.str("base")?;
+    let agent = agent_named(&read_agents(&f.str("agents")?)?, &f.str("agent")?)?;
+    let api_key = read_secret(&f.str("api-key")?)?;
+    let followers: usize = f.num("followers", 500)?;
+    let hold: f64 = f.num("hold", 20.0)?;
+    let deflate: bool = f.num("deflate", true)?;
+    let addr = base
+        .strip_prefix("http://")
+        .ok_or("--base must be http://HOST:PORT")?
+        .to_string();
+    let extensions = if deflate {
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+    } else {
+        ""
+    };
+    let request = format!(
+        "GET /api/v2/workspaceagents/{}/logs?follow HTTP/1.1\r\nHost: {addr}\r\n\
+         Upgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         {extensions}{TOKEN_HEADER}: {api_key}\r\n\r\n",
+        agent.id
+    );
+    let start = Instant::now();
+    let mut sockets = Vec::with_capacity(followers);
+    for _ in 0..followers {
+        let mut s = std::net::TcpStream::connect(&addr).map_err(|e| format!("connect: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(|e| e.to_string())?;
+        s.write_all(request.as_bytes())
+            .map_err(|e| format!("handshake: {e}"))?;
+        // The answer's head, byte by byte: nothing of the frames after it.
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut byte)
+                .map_err(|e| format!("handshake answer: {e}"))?;
+            head.push(byte[0]);
+        }
+        if !head.starts_with(b"HTTP/1.1 101") {
+            return Err(format!(
+                "not upgraded: {}",
+                String::from_utf8_lossy(&head).lines().next().unwrap_or("")
+            ));
+        }
+        sockets.push(s);
+    }
+    let opened_in = start.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_secs_f64(hold));
+    // Now drain: a socket the server closed reaches EOF (or a reset); one it
+    // still holds has no end within a second of silence.
+    let (mut closed, mut open) = (0usize, 0usize);
+    let mut sink = vec![0u8; 1 << 16];
+    for mut s in sockets {
+        s.set_read_timeout(Some(Duration::from_secs(1)))
+            .map_err(|e| e.to_string())?;
+        loop {
+            match s.read(&mut sink) {
+                Ok(0) => {
+                    closed += 1;
+                    break;
+                }
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    closed += 1;
+                    break;
+                }
+                Err(_) => {
+                    open += 1;
+                    break;
+                }
+            }
+        }
+    }
+    Ok(json!({
+        "followers": followers,
+        "deflate": deflate,
+        "opened_in_s": round3(opened_in),
+        "held_s": hold,
+        "closed_by_server": closed,
+        "still_open": open,
+    }))
+}
+
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let cmd = args.next().unwrap_or_default();
@@ -595,6 +788,9 @@ fn main() -> ExitCode {
         "direct" => direct(&f),
         "follow" => follow(&f),
         "seed" => seed(&f),
+        "fill" => fill(&f),
+        "read" => read(&f),
+        "stall" => stall(&f),
         "" | "-h" | "--help" => Err(String::new()),
         other => Err(format!("unknown subcommand {other:?}")),
     });

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 use warp::Filter;
+use warp::Reply;
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
@@ -24,21 +25,22 @@ use super::filters::{
 };
 use super::session::{agent_before_body, readable_agent};
 use crate::app::App;
+use crate::logs::follow::{Follower, Next};
 use crate::logs::ingest::{self, Outcome};
-use crate::routes::error::{ApiError, MAX_BODY_BYTES, json_bytes, json_response, respond};
-use crate::store::{self, logs::LogRow};
+use crate::logs::read::{Format, Reader};
+use crate::routes::error::{ApiError, MAX_BODY_BYTES, json_response, respond};
 
 /// The follow socket: yawc's WebSocket on the connection hyper hands over.
 type Socket = yawc::WebSocket<yawc::HttpStream>;
 
-/// Lines per follow frame after the first (the first holds the whole backlog).
-const FOLLOW_FRAME_LINES: usize = 1000;
-/// Liveness pings on follow sockets, as upstream.
+/// Liveness pings on follow sockets, as upstream; a client that has not
+/// answered one when the next is due is closed (upstream waits as long for
+/// its pong).
 const PING_EVERY: Duration = Duration::from_secs(15);
-/// A follower that cannot take a frame within this long is closed.
+/// A follower that cannot take a frame (or a ping) within this long is closed.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
-/// Followers re-check their agent at least this often even without signals.
-const RECHECK_EVERY: Duration = Duration::from_secs(60);
+/// How long the close frame may take before the connection is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
     let patch = warp::path!("api" / "v2" / "workspaceagents" / "me" / "logs")
@@ -217,42 +219,6 @@ fn parse_query(query: &[(String, String)]) -> Result<LogsQuery, ApiError> {
     })
 }
 
-/// Encodes rows as Coder's `[]codersdk.WorkspaceAgentLog`, straight from the
-/// rows (no copies); lines of one batch share their timestamp, formatted once.
-fn encode_logs(rows: &[LogRow]) -> Vec<u8> {
-    let mut stamps: Vec<String> = Vec::new();
-    let mut last: Option<OffsetDateTime> = None;
-    for r in rows {
-        if last != Some(r.created_at) {
-            stamps.push(crate::sdk::rfc3339::format(&r.created_at));
-            last = Some(r.created_at);
-        }
-    }
-    let mut stamp = stamps.iter();
-    let mut current = "";
-    let mut last: Option<OffsetDateTime> = None;
-    let body: Vec<crate::sdk::WorkspaceAgentLog<'_>> = rows
-        .iter()
-        .map(|r| {
-            if last != Some(r.created_at) {
-                current = stamp.next().map_or("", String::as_str);
-                last = Some(r.created_at);
-            }
-            crate::sdk::WorkspaceAgentLog {
-                id: r.id,
-                created_at: current,
-                output: &r.output,
-                level: &r.level,
-                source_id: r.source_id,
-            }
-        })
-        .collect();
-    let mut out = Vec::with_capacity(rows.len() * 200 + 2);
-    // Serialising borrowed strings and integers cannot fail.
-    let _ = serde_json::to_writer(&mut out, &body);
-    out
-}
-
 async fn get_logs(
     app: App,
     token: Option<String>,
@@ -268,47 +234,45 @@ async fn get_logs(
     if q.follow {
         return accept_follower(app, agent.id, &q, headers, upgrade);
     }
-    let (agent_id, agent_name) = (agent.id, agent.name.clone());
-    let (rows, sources) = app
-        .store
-        .read_async(move |c| {
-            let rows = store::logs::range(c, agent_id, q.after, q.before, usize::MAX)?;
-            let sources = if q.text {
-                store::agents::log_sources(c, agent_id)?
-            } else {
-                Vec::new()
-            };
-            Ok((rows, sources))
-        })
-        .await?;
-    if !q.text {
-        let mut body = encode_logs(&rows);
-        body.push(b'\n');
-        return Ok(json_bytes(StatusCode::OK, body.into()));
-    }
-    let mut out = String::new();
-    for row in &rows {
-        let when = row
-            .created_at
-            .replace_nanosecond(0)
-            .map(|t| crate::sdk::rfc3339::format(&t))
-            .unwrap_or_default();
-        let source = sources.iter().find(|s| s.id == row.source_id);
-        match source {
-            Some(s) => out.push_str(&format!(
-                "{when} [{}] [agent.{agent_name}|{}] {}\n",
-                row.level, s.display_name, row.output
-            )),
-            None => out.push_str(&format!(
-                "{when} [{}] [agent.{agent_name}] {}\n",
-                row.level, row.output
-            )),
+    let format = if q.text {
+        Format::Text {
+            agent_name: agent.name.clone(),
         }
-    }
-    let mut resp = Response::new(out.into());
+    } else {
+        Format::Json
+    };
+    let content_type = if q.text {
+        "text/plain; charset=utf-8"
+    } else {
+        "application/json; charset=utf-8"
+    };
+    let mut reader = Reader::open(app.store.clone(), agent.id, q.after, q.before, format).await?;
+    let mut resp = if reader.is_complete() {
+        // One page holds it all: one body with its length, as before.
+        let body = reader.next_chunk().await?.unwrap_or_default();
+        Response::new(body.into())
+    } else {
+        // Larger reads stream page by page: each page is read (on the
+        // blocking pool) only when hyper wants more of the body, so a reader
+        // holds about one page whatever the agent's size.
+        let agent_id = agent.id;
+        let chunks = futures_util::stream::try_unfold(reader, move |mut reader| async move {
+            match reader.next_chunk().await {
+                Ok(Some(chunk)) => Ok(Some((bytes::Bytes::from(chunk), reader))),
+                Ok(None) => Ok(None),
+                Err(e) => {
+                    // The status is sent: cutting the body short is all that
+                    // is left; the client sees an unterminated chunked body.
+                    tracing::error!(%agent_id, error = %e, "reading logs mid-response");
+                    Err(e)
+                }
+            }
+        });
+        warp::reply::stream(chunks).into_response()
+    };
     resp.headers_mut().insert(
         warp::http::header::CONTENT_TYPE,
-        warp::http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        warp::http::HeaderValue::from_static(content_type),
     );
     Ok(resp)
 }
@@ -374,144 +338,131 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Sends `rows` as one JSON-array text frame, giving up after [`SEND_TIMEOUT`].
-async fn send_rows(
-    socket: &mut futures_util::stream::SplitSink<Socket, Frame>,
-    rows: &[LogRow],
-) -> Result<(), &'static str> {
-    let text = encode_logs(rows);
-    match tokio::time::timeout(SEND_TIMEOUT, socket.send(Frame::text(text))).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err("client went away"),
-        Err(_) => Err("client too slow: a frame waited more than 10s"),
+/// Why a follow socket ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The client closed the socket or the connection failed.
+    ClientGone,
+    /// A frame (or ping) was not taken within [`SEND_TIMEOUT`].
+    TooSlow,
+    /// The last ping was not answered before the next was due: the client
+    /// stopped reading, even if the socket's buffers still take frames.
+    Unresponsive,
+    /// The agent left the latest build; everything it wrote was sent.
+    AgentLeft,
+    /// The database failed.
+    Failed,
+    /// The server is stopping (SIGTERM).
+    ShuttingDown,
+}
+
+impl End {
+    /// The close frame to attempt, if any.
+    fn close_frame(self) -> Option<Frame> {
+        let (code, reason) = match self {
+            End::ClientGone => return None,
+            End::TooSlow => (1008, "client too slow"),
+            End::Unresponsive => (1008, "no pong"),
+            End::AgentLeft => (1000, ""),
+            End::Failed => (1011, "internal error"),
+            End::ShuttingDown => (1001, "server shutting down"),
+        };
+        Some(Frame::close(CloseCode::from(code), reason))
     }
 }
 
-/// One follower: backlog first, then every new line in id order, until the
-/// agent leaves the latest build (then a final flush and close 1000) or the
-/// client goes away.
+/// Sends one frame, giving up after `timeout`.
+async fn send(
+    socket: &mut futures_util::stream::SplitSink<Socket, Frame>,
+    frame: Frame,
+    timeout: Duration,
+) -> Result<(), End> {
+    match tokio::time::timeout(timeout, socket.send(frame)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(End::ClientGone),
+        Err(_) => Err(End::TooSlow),
+    }
+}
+
+/// One follower on its socket: frames from [`Follower`] until the agent
+/// leaves the latest build (close 1000), the client goes away, or the client
+/// stops reading (close 1008): it does not take a frame within
+/// [`SEND_TIMEOUT`], or has not answered a ping when the next is due.
 ///
-/// The follower subscribes before it reads the backlog, and every read asks
-/// for ids above the last one sent, so a batch committed between the backlog
-/// query and the subscription is neither lost nor sent twice. Nothing is
-/// buffered here: a slow client just reads later lines from the database
-/// later, and one that stalls is closed.
+/// Every send has a timeout, the close frame included ([`CLOSE_TIMEOUT`]),
+/// and returning drops the connection. So a client that stops reading costs
+/// its task, one page and its socket buffers for at most `SEND_TIMEOUT +
+/// CLOSE_TIMEOUT` (11 s) once a frame no longer fits in the buffers, and at
+/// most `2 * PING_EVERY + CLOSE_TIMEOUT` (31 s) while they still take
+/// everything, whatever it does.
 async fn follow(app: App, agent_id: Uuid, after: i64, socket: Socket) {
     let _open = app
         .metrics
         .stream_opened(crate::app::metrics::Stream::WebSocket);
-    let mut new_logs = app.hub.subscribe_logs(agent_id);
-    let mut database = app.hub.subscribe_database();
+    let mut follower = Follower::start(app.store.clone(), &app.hub, agent_id, after);
     let (mut tx, mut rx) = socket.split();
     // The client's frames are read by a task of their own, polled only when
-    // the socket has data (not on every wake-up of this loop); it reports
-    // when the client closes or goes away.
+    // the socket has data (not on every wake-up of this loop); it counts
+    // pongs and reports when the client closes or goes away.
     let (gone_tx, mut client_gone) = tokio::sync::oneshot::channel::<()>();
-    let reader = tokio::spawn(async move {
-        while let Some(frame) = rx.next().await {
-            if frame.opcode() == OpCode::Close {
-                break;
+    let pongs = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reader = tokio::spawn({
+        let pongs = pongs.clone();
+        async move {
+            while let Some(frame) = rx.next().await {
+                match frame.opcode() {
+                    OpCode::Close => break,
+                    OpCode::Pong => {
+                        pongs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
             }
+            let _ = gone_tx.send(());
         }
-        let _ = gone_tx.send(());
     });
     let _stop_reader = AbortOnDrop(reader);
-    let mut last = after;
-    let fetch = |from: i64, limit: usize| {
-        let store = app.store.clone();
-        async move {
-            // A short indexed read: on this thread, not a blocking-pool trip
-            // per follower per wake-up.
-            store.read_inline(move |c| store::logs::range(c, agent_id, from, None, limit))
-        }
-    };
-    let close = |code: u16, reason: &'static str| Frame::close(CloseCode::from(code), reason);
-
-    match fetch(last, usize::MAX).await {
-        Ok(rows) => {
-            if let Some(r) = rows.last() {
-                last = r.id;
-            }
-            if let Err(why) = send_rows(&mut tx, &rows).await {
-                tracing::debug!(%agent_id, why, "follower closed");
-                return;
-            }
-        }
-        Err(e) => {
-            tracing::error!(%agent_id, error = %e, "reading the log backlog");
-            let _ = tx.send(close(1011, "internal error")).await;
-            return;
-        }
-    }
-
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.reset();
-    let mut recheck = tokio::time::interval(RECHECK_EVERY);
-    recheck.reset();
-    loop {
-        let (check_live, read_more) = tokio::select! {
-            () = app.shutdown.cancelled() => {
-                let going_away = tx.send(close(1001, "server shutting down"));
-                let _ = tokio::time::timeout(Duration::from_secs(1), going_away).await;
-                return;
-            }
-            changed = new_logs.changed() => (false, changed.is_ok()),
-            _ = database.changed() => (true, true),
-            _ = recheck.tick() => (true, true),
+    // The pong count when the last ping was sent, while it is unanswered.
+    let mut awaiting_pong: Option<u64> = None;
+    let end = loop {
+        // `Follower::next` is cancel-safe: a ping, the client leaving or the
+        // server shutting down may interrupt it.
+        let frame = tokio::select! {
+            () = app.shutdown.cancelled() => break End::ShuttingDown,
+            next = follower.next() => match next {
+                Next::Frame(json) => Frame::text(json),
+                Next::AgentLeft => break End::AgentLeft,
+                Next::Failed => break End::Failed,
+            },
             _ = ping.tick() => {
-                if tokio::time::timeout(SEND_TIMEOUT, tx.send(Frame::ping(bytes::Bytes::new()))).await.map_or(true, |r| r.is_err()) {
-                    return;
+                let answered = pongs.load(std::sync::atomic::Ordering::Relaxed);
+                if awaiting_pong.is_some_and(|at_ping| answered == at_ping) {
+                    break End::Unresponsive;
                 }
-                continue;
+                awaiting_pong = Some(answered);
+                Frame::ping(bytes::Bytes::new())
             }
-            _ = &mut client_gone => return,
+            _ = &mut client_gone => break End::ClientGone,
         };
-        let still_live = if check_live {
-            let store = app.store.clone();
-            match store
-                .read_async(move |c| store::logs::agent_is_live(c, agent_id))
-                .await
-            {
-                Ok(live) => live,
-                Err(e) => {
-                    tracing::error!(%agent_id, error = %e, "checking a followed agent");
-                    true
-                }
-            }
-        } else {
-            true
-        };
-        if read_more || !still_live {
-            loop {
-                match fetch(last, FOLLOW_FRAME_LINES).await {
-                    Ok(rows) if rows.is_empty() => break,
-                    Ok(rows) => {
-                        last = rows.last().map_or(last, |r| r.id);
-                        let full = rows.len() == FOLLOW_FRAME_LINES;
-                        if let Err(why) = send_rows(&mut tx, &rows).await {
-                            if why.starts_with("client too slow") {
-                                let _ = tx.send(close(1008, "client too slow")).await;
-                            }
-                            tracing::info!(%agent_id, why, "follower closed");
-                            return;
-                        }
-                        if !full {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(%agent_id, error = %e, "reading logs for a follower");
-                        let _ = tx.send(close(1011, "internal error")).await;
-                        return;
-                    }
-                }
-            }
+        if let Err(end) = send(&mut tx, frame, SEND_TIMEOUT).await {
+            break end;
         }
-        if !still_live {
-            // The agent left the latest build: everything it wrote has been sent.
-            let _ = tx.send(close(1000, "")).await;
-            return;
+    };
+    if let Some(close) = end.close_frame() {
+        // A client too slow for a frame is likely too slow for the close:
+        // it gets a short grace, then the connection is dropped regardless.
+        let _ = send(&mut tx, close, CLOSE_TIMEOUT).await;
+    }
+    match end {
+        End::TooSlow => {
+            tracing::info!(%agent_id, ?end, "follower closed: a frame waited more than 10s")
         }
+        End::Unresponsive => {
+            tracing::info!(%agent_id, ?end, "follower closed: a ping went unanswered for 15s")
+        }
+        _ => tracing::debug!(%agent_id, ?end, "follower closed"),
     }
 }
 

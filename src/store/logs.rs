@@ -1,5 +1,5 @@
-//! Agent logs: batched inserts under the per-agent byte cap, range reads by
-//! id, and retention.
+//! Agent logs: batched inserts under the per-agent cap, bounded range reads
+//! by id, and retention.
 
 use rusqlite::{Connection, params};
 use time::OffsetDateTime;
@@ -13,8 +13,18 @@ pub const EXTERNAL_SOURCE_ID: Uuid = uuid::uuid!("3b579bf4-1ed8-4b99-87a8-e9a1e3
 pub const EXTERNAL_SOURCE_NAME: &str = "External";
 pub const EXTERNAL_SOURCE_ICON: &str = "/emojis/1f310.png";
 
+/// What each stored line costs against the agent's cap on top of its output
+/// bytes. A row is never free: on disk it takes about 150 bytes besides its
+/// output (ids, timestamp, level, source, index entry), and in a read about
+/// 125 bytes of JSON. Without this charge an agent could store millions of
+/// empty lines under a cap that counts output bytes only. With it, an agent's
+/// rows are at most `cap / LINE_COST` and everything it stores costs at most
+/// about 2.5 times the cap on disk or in a full read.
+pub const LINE_COST: i64 = 64;
+
 /// One line ready to store: output already sanitised and truncated; `bytes`
-/// is what it counts against the agent's cap (its length before truncation).
+/// is its output's length before truncation, which the cap counts (plus
+/// [`LINE_COST`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewLine {
     pub level: &'static str,
@@ -59,9 +69,19 @@ pub fn ensure_external_source(
     Ok(())
 }
 
-/// Stores a batch for one agent if it fits under `max_bytes` (all or nothing);
-/// otherwise marks the agent overflowed and stores nothing. Every line gets
-/// the same `created_at` (the server's receive time, as upstream).
+/// What a batch costs against the cap: its output bytes plus [`LINE_COST`]
+/// per line. `logs_length` sums this over everything stored.
+pub fn batch_cost(lines: &[NewLine]) -> i64 {
+    lines
+        .iter()
+        .map(|l| l.bytes.saturating_add(LINE_COST))
+        .fold(0i64, i64::saturating_add)
+}
+
+/// Stores a batch for one agent if its [`batch_cost`] fits under `max_bytes`
+/// (all or nothing); otherwise marks the agent overflowed and stores nothing.
+/// Every line gets the same `created_at` (the server's receive time, as
+/// upstream).
 pub fn insert_batch(
     conn: &Connection,
     agent_id: Uuid,
@@ -78,7 +98,7 @@ pub fn insert_batch(
             rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound,
             e => e.into(),
         })?;
-    let added: i64 = lines.iter().map(|l| l.bytes).sum();
+    let added = batch_cost(lines);
     if length.saturating_add(added) > max_bytes {
         if !overflowed {
             conn.prepare_cached("UPDATE workspace_agents SET logs_overflowed = 1 WHERE id = ?1")?
@@ -111,14 +131,34 @@ pub fn insert_batch(
     })
 }
 
-/// The agent's logs with `after < id < before`, ascending, at most `limit`.
+/// How much one read may return: at most `rows` rows, and no row after the
+/// one whose output brought the total to `bytes` or more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub rows: usize,
+    pub bytes: usize,
+}
+
+/// One bounded read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub rows: Vec<LogRow>,
+    /// A bound of the [`Limit`] stopped the read before the end of the
+    /// range: more rows follow the last one. `false`: these are all the rows
+    /// in the range.
+    pub full: bool,
+}
+
+/// The agent's logs with `after < id < before`, ascending, within `limit`.
+/// One row past the limit is looked at (not returned), so that
+/// [`Page::full`] is exact.
 pub fn range(
     conn: &Connection,
     agent_id: Uuid,
     after: i64,
     before: Option<i64>,
-    limit: usize,
-) -> Result<Vec<LogRow>> {
+    limit: Limit,
+) -> Result<Page> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, created_at, output, level, log_source_id FROM workspace_agent_logs
          WHERE agent_id = ?1 AND id > ?2 AND id < ?3 ORDER BY id LIMIT ?4",
@@ -127,12 +167,20 @@ pub fn range(
         agent_id.to_string(),
         after,
         before.unwrap_or(i64::MAX),
-        i64::try_from(limit).unwrap_or(i64::MAX)
+        i64::try_from(limit.rows.saturating_add(1)).unwrap_or(i64::MAX)
     ])?;
     let mut out = Vec::new();
+    let mut bytes = 0usize;
     // Lines of one batch share their source: parse each source id once.
     let mut last_source: Option<(String, Uuid)> = None;
     while let Some(r) = rows.next()? {
+        if out.len() >= limit.rows || bytes >= limit.bytes {
+            // A row beyond the limit: the range goes on.
+            return Ok(Page {
+                rows: out,
+                full: true,
+            });
+        }
         let source_text = r.get_ref(4)?.as_str().map_err(rusqlite::Error::from)?;
         let source_id = match &last_source {
             Some((text, id)) if text == source_text => *id,
@@ -142,16 +190,28 @@ pub fn range(
                 id
             }
         };
+        let output: String = r.get(2)?;
+        bytes += output.len();
         out.push(LogRow {
             id: r.get(0)?,
             agent_id,
             created_at: from_micros(r.get(1)?),
-            output: r.get(2)?,
+            output,
             level: r.get(3)?,
             source_id,
         });
     }
-    Ok(out)
+    Ok(Page {
+        rows: out,
+        full: false,
+    })
+}
+
+/// The agent's highest log id, if it has logs (one index probe).
+pub fn last_id(conn: &Connection, agent_id: Uuid) -> Result<Option<i64>> {
+    Ok(conn
+        .prepare_cached("SELECT max(id) FROM workspace_agent_logs WHERE agent_id = ?1")?
+        .query_row([agent_id.to_string()], |r| r.get(0))?)
 }
 
 /// Deletes the logs of agents that stopped being live (a later build, a stop

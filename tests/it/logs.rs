@@ -15,6 +15,9 @@ use crate::logs_support::*;
 
 /// A cap large enough that no test reaches it by accident.
 const NO_CAP: &str = "[logs]\nmax_bytes_per_agent = 4000000000\n";
+/// What each line costs against the cap (and in `logs_length`) besides its
+/// bytes.
+const LINE_COST: usize = 64;
 
 // ---------------------------------------------------------------------------
 // Storing a batch
@@ -74,7 +77,7 @@ fn a_batch_is_stored_in_order_and_shares_the_servers_receive_time() {
     assert!(timestamp(&rows[3]["created_at"]) >= at);
 
     let agent = fx.agent_json();
-    assert_eq!(agent["logs_length"], 5 + 6 + 5 + 6);
+    assert_eq!(agent["logs_length"], 5 + 6 + 5 + 6 + 4 * LINE_COST);
     assert_eq!(agent["logs_overflowed"], false);
 }
 
@@ -217,11 +220,11 @@ fn invalid_utf8_and_nul_become_a_cross_mark_counted_as_sanitised_bytes() {
         assert_eq!(resp.status, 200, "{raw:?}: {}", resp.body);
         let rows = fx.logs("");
         assert_eq!(rows.last().expect("a row")["output"], want, "{raw:?}");
-        expected_length += want.len();
+        expected_length += want.len() + LINE_COST;
         assert_eq!(
             fx.agent_json()["logs_length"],
             expected_length,
-            "logs_length counts the sanitised bytes ({raw:?})"
+            "logs_length counts the sanitised bytes and the line ({raw:?})"
         );
     }
     // A line that is nothing but a NUL in a multi-line batch.
@@ -229,7 +232,7 @@ fn invalid_utf8_and_nul_become_a_cross_mark_counted_as_sanitised_bytes() {
     store(&fx.server, &fx.token, &body);
     let rows = fx.logs("");
     assert_eq!(outputs(&rows[rows.len() - 2..]), ["\u{274C}\u{274C}", "ok"]);
-    expected_length += 6 + 2;
+    expected_length += 6 + 2 + 2 * LINE_COST;
     assert_eq!(fx.agent_json()["logs_length"], expected_length);
 }
 
@@ -247,7 +250,10 @@ fn a_run_of_invalid_bytes_becomes_one_cross_mark() {
     assert_eq!(resp.status, 200, "{}", resp.body);
     let rows = fx.logs("");
     assert_eq!(rows[0]["output"], "ok \u{274C} end");
-    assert_eq!(fx.agent_json()["logs_length"], "ok \u{274C} end".len());
+    assert_eq!(
+        fx.agent_json()["logs_length"],
+        "ok \u{274C} end".len() + LINE_COST
+    );
 }
 
 #[test]
@@ -270,7 +276,7 @@ fn long_lines_are_truncated_to_1024_characters_but_counted_in_full() {
     assert_eq!(got[3], "z".repeat(1024));
     assert_eq!(
         fx.agent_json()["logs_length"],
-        1500 + 3000 + 1024 + 1025,
+        1500 + 3000 + 1024 + 1025 + 4 * LINE_COST,
         "the full bytes of each line count"
     );
     // The text format shows the stored (cut) line.
@@ -295,7 +301,8 @@ fn long_lines_are_truncated_to_1024_characters_but_counted_in_full() {
 
 #[test]
 fn the_cap_refuses_whole_batches_and_later_batches_that_fit_are_accepted() {
-    // 1024 is the smallest cap the config accepts.
+    // 1024 is the smallest cap the config accepts. A line costs its bytes
+    // plus LINE_COST.
     let fx = Fixture::with_config("[logs]\nmax_bytes_per_agent = 1024\n");
     let length = || {
         fx.agent_json()["logs_length"]
@@ -304,63 +311,61 @@ fn the_cap_refuses_whole_batches_and_later_batches_that_fit_are_accepted() {
     };
     let overflowed = || fx.agent_json()["logs_overflowed"].as_bool().expect("bool");
 
-    fx.store(&[&"a".repeat(1000)]);
-    assert_eq!(length(), 1000);
+    fx.store(&[&"a".repeat(808)]);
+    assert_eq!(length(), 872);
 
-    // One byte over: refused whole, no detail the first time, marks overflow.
-    let resp = patch(&fx.server, &fx.token, &batch_of(&[&"b".repeat(25)]));
+    // One byte over (89 + 64 = 153 > 152 left): refused whole, no detail the
+    // first time, marks overflow.
+    let resp = patch(&fx.server, &fx.token, &batch_of(&[&"b".repeat(89)]));
     let err = resp.assert_error(413, "Logs limit exceeded");
     assert!(
         err.get("detail").is_none(),
         "no detail the first time: {err}"
     );
-    assert_eq!(length(), 1000, "nothing counted");
+    assert_eq!(length(), 872, "nothing counted");
     assert!(overflowed());
 
     // Again: still refused; now it says why.
-    let resp = patch(&fx.server, &fx.token, &batch_of(&[&"b".repeat(25)]));
+    let resp = patch(&fx.server, &fx.token, &batch_of(&[&"b".repeat(89)]));
     let err = resp.assert_error(413, "Logs limit exceeded");
     let detail = err["detail"].as_str().expect("a detail once overflowed");
     assert!(detail.contains("1024"), "names the limit: {detail}");
 
-    // A batch whose first lines would fit is still refused whole.
+    // A batch whose first line would fit is still refused whole.
     let resp = patch(
         &fx.server,
         &fx.token,
         &batch_of(&["0123456789", &"c".repeat(20)]),
     );
     resp.assert_error(413, "Logs limit exceeded");
-    assert_eq!(length(), 1000);
+    assert_eq!(length(), 872);
     assert_eq!(fx.logs("").len(), 1, "nothing of a refused batch is stored");
 
-    // After overflowing, a batch that still fits is accepted: exactly the cap.
+    // After overflowing, a batch that still fits is accepted: exactly the cap
+    // (20 + 4 + 2 * 64 = 152).
     fx.store(&[&"d".repeat(20), "eeee"]);
     assert_eq!(length(), 1024);
     assert!(overflowed(), "the overflow mark stays");
     assert_eq!(
         outputs(&fx.logs("")),
-        ["a".repeat(1000), "d".repeat(20), "eeee".to_string()]
+        ["a".repeat(808), "d".repeat(20), "eeee".to_string()]
     );
 
-    // At the cap, even one byte is refused.
-    let resp = patch(&fx.server, &fx.token, &batch_of(&["f"]));
+    // At the cap, even an empty line is refused.
+    let resp = patch(&fx.server, &fx.token, &batch_of(&[""]));
     resp.assert_error(413, "Logs limit exceeded");
     assert_eq!(length(), 1024);
 
-    // The cap counts a long line's full length, not what is stored: 1025
-    // characters are refused on a fresh agent although only 1024 would be kept.
+    // Invalid bytes count as the 3-byte ❌: 958 + 3 + 64 = 1025 > 1024.
     let side = fx.token_of("side");
-    let resp = patch(&fx.server, &side, &batch_of(&[&"g".repeat(1025)]));
-    resp.assert_error(413, "Logs limit exceeded");
-    // Invalid bytes count as the 3-byte ❌: 1022 + 3 = 1025 > 1024.
-    let mut raw = vec![b'h'; 1022];
+    let mut raw = vec![b'h'; 958];
     raw.push(0xff);
     let resp = patch_raw(&fx.server, Some(&side), &raw_line(&raw));
     resp.assert_error(413, "Logs limit exceeded");
-    let mut raw = vec![b'h'; 1021];
+    let mut raw = vec![b'h'; 957];
     raw.push(0xff);
     let resp = patch_raw(&fx.server, Some(&side), &raw_line(&raw));
-    assert_eq!(resp.status, 200, "1021 + 3 = 1024 fits: {}", resp.body);
+    assert_eq!(resp.status, 200, "957 + 3 + 64 = 1024 fits: {}", resp.body);
     let side_agent = fx.server.get_agent(&fx.id_of("side"), &fx.key).ok_json();
     assert_eq!(side_agent["logs_length"], 1024);
     assert_eq!(side_agent["logs_overflowed"], true);
@@ -369,15 +374,16 @@ fn the_cap_refuses_whole_batches_and_later_batches_that_fit_are_accepted() {
 #[test]
 fn the_cap_holds_under_concurrent_batches() {
     const BATCHES: usize = 16;
-    let fx = Fixture::with_config("[logs]\nmax_bytes_per_agent = 1024\n");
+    // Ten lines of 100 (36 bytes + 64) and one empty line fit under 1064.
+    let fx = Fixture::with_config("[logs]\nmax_bytes_per_agent = 1064\n");
     let url = fx.server.url(PATCH_LOGS);
     let go = Arc::new(std::sync::Barrier::new(BATCHES));
     let statuses: Vec<u16> = (0..BATCHES)
         .map(|i| {
             let (url, token, go) = (url.clone(), fx.token.clone(), go.clone());
             std::thread::spawn(move || {
-                // 100 bytes each: only ten fit under 1024.
-                let line = format!("{i:02}{}", "x".repeat(98));
+                // 100 each: only ten fit under 1064.
+                let line = format!("{i:02}{}", "x".repeat(34));
                 let body = batch_of(&[&line]).to_string();
                 go.wait();
                 try_send(&url, "PATCH", Some(&token), body.as_bytes())
@@ -398,8 +404,8 @@ fn the_cap_holds_under_concurrent_batches() {
     assert_eq!(agent["logs_length"], 1000);
     assert_eq!(agent["logs_overflowed"], true);
     // What is left still fits.
-    fx.store(&[&"y".repeat(24)]);
-    assert_eq!(fx.agent_json()["logs_length"], 1024);
+    fx.store(&[""]);
+    assert_eq!(fx.agent_json()["logs_length"], 1064);
 }
 
 // ---------------------------------------------------------------------------
@@ -934,14 +940,14 @@ fn bodies_over_4_mib_are_refused() {
     let resp = patch_raw(&fx.server, Some(&fx.token), &body_of(LIMIT));
     assert_eq!(resp.status, 200, "{}", resp.body);
     let output_len = LIMIT - br#"{"logs":[{"output":""}]}"#.len();
-    assert_eq!(fx.agent_json()["logs_length"], output_len);
+    assert_eq!(fx.agent_json()["logs_length"], output_len + LINE_COST);
     assert_eq!(fx.logs("")[0]["output"], "q".repeat(1024));
 
     let resp = patch_raw(&fx.server, Some(&fx.token), &body_of(LIMIT + 1));
     let err = resp.assert_error(413, "Request body too large.");
     assert_eq!(err["detail"], "Maximum request body size is 4194304 bytes.");
     assert_eq!(fx.logs("").len(), 1);
-    assert_eq!(fx.agent_json()["logs_length"], output_len);
+    assert_eq!(fx.agent_json()["logs_length"], output_len + LINE_COST);
 }
 
 // ---------------------------------------------------------------------------
@@ -1422,9 +1428,11 @@ fn acknowledged_batches_survive_kill_9_whole_and_no_batch_is_partial() {
     let rows = logs(&server, &agent, &key, "");
     let mut found: BTreeMap<(usize, usize), Vec<usize>> = BTreeMap::new();
     let mut bytes = 0;
+    let mut lines = 0;
     for row in &rows {
         let output = row["output"].as_str().expect("output");
         bytes += output.len();
+        lines += 1;
         let parts: Vec<usize> = output
             .split('-')
             .map(|p| {
@@ -1449,7 +1457,7 @@ fn acknowledged_batches_survive_kill_9_whole_and_no_batch_is_partial() {
     assert!(extra <= WRITERS, "{extra} unacknowledged batches stored");
     // The length counter moved with the lines, in the same transactions.
     let agent_json = server.get_agent(&agent, &key).ok_json();
-    assert_eq!(agent_json["logs_length"], bytes);
+    assert_eq!(agent_json["logs_length"], bytes + lines * LINE_COST);
     // The restarted server takes new batches after the old ones.
     let last = *ids(&rows).last().expect("rows");
     store(&server, &token, &batch_of(&["after the crash"]));
@@ -1510,9 +1518,10 @@ fn retention_purges_logs_of_replaced_agents_and_keeps_the_latest_build() {
     let length_before = fx.server.get_agent(&new_main, &fx.key).ok_json()["logs_length"].clone();
 
     let db = fx.server.sandbox().db.clone();
-    assert_eq!(db_log_count(&db, &old_main), (2, 10));
-    assert_eq!(db_log_count(&db, &old_side), (1, 8));
-    assert_eq!(db_log_count(&db, &other_agent), (1, 12));
+    let cost = |bytes: usize, lines: usize| (bytes + lines * LINE_COST) as i64;
+    assert_eq!(db_log_count(&db, &old_main), (2, cost(10, 2)));
+    assert_eq!(db_log_count(&db, &old_side), (1, cost(8, 1)));
+    assert_eq!(db_log_count(&db, &other_agent), (1, cost(12, 1)));
 
     // Time is the subject: the replaced agents must be older than 1 s.
     let wait = Duration::from_millis(1300).saturating_sub(replaced.elapsed());
@@ -1550,5 +1559,5 @@ fn retention_purges_logs_of_replaced_agents_and_keeps_the_latest_build() {
         server.get_agent(&new_main, &key).ok_json()["logs_length"],
         length_before
     );
-    assert_eq!(db_log_count(&db, &new_main), (2, 12));
+    assert_eq!(db_log_count(&db, &new_main), (2, cost(12, 2)));
 }

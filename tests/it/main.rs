@@ -23,6 +23,7 @@ mod identity;
 mod identity_support;
 mod lifecycle;
 mod logs;
+mod logs_limits;
 mod logs_support;
 mod manifest;
 mod metrics;
