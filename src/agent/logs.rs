@@ -801,7 +801,7 @@ impl Server {
             413 if answer.message.as_deref() == Some("Logs limit exceeded") => {
                 return Err(Failure::Stop(Stop::Limit(format!(
                     "the server refused more logs for this agent ({}). Each agent may store at most \
-                     logs.max_bytes_per_agent bytes of log output (1 MiB unless configured); what it \
+                     logs.max_bytes_per_agent bytes of log output, counting 64 bytes per line (1 MiB unless configured); what it \
                      stored so far stays, and nothing more is sent. To allow more, the server's \
                      operator raises `max_bytes_per_agent` under [logs] in its configuration file \
                      (or APPLIANCE_LOGS__MAX_BYTES_PER_AGENT) and restarts it; a new build \
