@@ -5,7 +5,7 @@
 set -eu
 cd "$(dirname "$0")"
 F=../tests/fixtures/identity
-for t in drpc_frames identity_aws identity_azure identity_gcp manifest proof_json; do
+for t in drpc_frames identity_aws identity_azure identity_gcp manifest proof_json rpc_requests; do
   mkdir -p "corpus/$t"
 done
 
@@ -20,6 +20,22 @@ json_string() {
 
 # drpc_frames: chunk-size selector + a unary GetManifest call as an agent sends it.
 { byte 0; printf '\003\001\001\041/coder.agent.v2.Agent/GetManifest\005\001\002\000\015\001\003\000'; } > corpus/drpc_frames/unary
+
+# rpc_requests: selector (index into DECODERS) + a request body, the vectors
+# of src/rpc/proto/tests.rs and a few more.
+{ byte 0; } > corpus/rpc_requests/get-manifest
+{ byte 2; printf '\012\013\012\007\012\003tcp\020\002\020\002'; } > corpus/rpc_requests/update-stats
+{ byte 3; printf '\012\015\010\005\022\011\010\200\342\317\252\006\020\364\003'; } > corpus/rpc_requests/update-lifecycle
+{ byte 5; printf '\012\015\012\007v2.24.1\032\002\001\003'; } > corpus/rpc_requests/update-startup
+{ byte 6; printf '\022\003\012\001k'; } > corpus/rpc_requests/batch-update-metadata
+{ byte 7; printf '\012\020abcdefghijklmnop\022\012\012\002\010\001\022\002hi\030\003'; } > corpus/rpc_requests/batch-create-logs
+{ byte 14; printf '\012\056\012\054\010\001\050\347\007\062\016\012\003999\021\000\000\000\000\000\000\370\077\102\025fd7a:115c:a1e0::1/128'; } > corpus/rpc_requests/coordinate-update-self
+# The most a byte can cost: 2048 empty elements of a repeated message field
+# (key, length 0), in BatchUpdateMetadata (field 2) and BatchCreateLogs (2).
+for sel in 6 7; do
+  { byte $sel; i=0; while [ $i -lt 2048 ]; do printf '\022\000'; i=$((i + 1)); done; } \
+    > "corpus/rpc_requests/repeated-empty-$sel"
+done
 
 # identity_aws: document NUL signature.
 for n in coder-us-east-1-2022 taskcluster-us-west-2-2019; do

@@ -1,0 +1,216 @@
+//! `coder.tailnet.v2`: the messages of the Tailnet service (CONNECTIVITY.md
+//! §1.7, the DERP map's field numbers from §1.8). Nested messages live in a
+//! module named after their parent, as prost-build would place them
+//! (`derp_map::Region`, `derp_map::region::Node`).
+//!
+//! `CoordinateRequest`'s wrappers (`UpdateSelf`, `Tunnel`,
+//! `ReadyForHandshake`) each hold one field whose number the design does not
+//! state; it is taken to be 1, the only number a one-field message
+//! conventionally uses.
+//!
+//! Left out, because the design gives no field numbers for them:
+//! - `CoordinateResponse.peer_updates` (field 1) and its `PeerUpdate`
+//!   {id, node, kind, reason}; the `Kind` values are known (§1.7) and kept
+//!   here as [`PeerUpdateKind`];
+//! - PostTelemetry's request (`events`);
+//! - RefreshResumeToken's response {token, refresh_in, expires_at};
+//! - WorkspaceUpdates' request {workspace_owner_id} and its streamed
+//!   `WorkspaceUpdate`.
+//!
+//! No oneof: the design describes none, and `CoordinateRequest`'s fields are
+//! separate optional fields (one of them repeated).
+
+use std::collections::BTreeMap;
+
+use prost_types::Timestamp;
+
+/// StreamDERPMaps' request: no fields.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StreamDerpMapsRequest {}
+
+/// The DERP relays a peer may use, by region id (Tailscale's `tailcfg.DERPMap`).
+/// StreamDERPMaps sends one whenever it changes; the manifest carries one too.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DerpMap {
+    #[prost(message, optional, tag = "1")]
+    pub home_params: Option<derp_map::HomeParams>,
+    #[prost(btree_map = "int64, message", tag = "2")]
+    pub regions: BTreeMap<i64, derp_map::Region>,
+}
+
+/// `DerpMap`'s nested messages.
+pub mod derp_map {
+    use std::collections::BTreeMap;
+
+    /// Weights for choosing a home region.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct HomeParams {
+        #[prost(btree_map = "int64, double", tag = "1")]
+        pub region_score: BTreeMap<i64, f64>,
+    }
+
+    /// One DERP region and its nodes.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Region {
+        /// Type inferred: int64, as the `regions` map's key (`embedded_relay`
+        /// and `avoid` bools, `region_code` and `region_name` strings, also
+        /// inferred).
+        #[prost(int64, tag = "1")]
+        pub region_id: i64,
+        #[prost(bool, tag = "2")]
+        pub embedded_relay: bool,
+        #[prost(string, tag = "3")]
+        pub region_code: String,
+        #[prost(string, tag = "4")]
+        pub region_name: String,
+        #[prost(bool, tag = "5")]
+        pub avoid: bool,
+        #[prost(message, repeated, tag = "6")]
+        pub nodes: Vec<region::Node>,
+    }
+
+    /// `Region`'s nested message.
+    pub mod region {
+        /// One DERP (and STUN) server. Types other than the ports' are
+        /// inferred: `region_id` int64 as in `Region`, names and addresses
+        /// strings, flags bools.
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct Node {
+            #[prost(string, tag = "1")]
+            pub name: String,
+            #[prost(int64, tag = "2")]
+            pub region_id: i64,
+            #[prost(string, tag = "3")]
+            pub host_name: String,
+            #[prost(string, tag = "4")]
+            pub cert_name: String,
+            #[prost(string, tag = "5")]
+            pub ipv4: String,
+            #[prost(string, tag = "6")]
+            pub ipv6: String,
+            #[prost(int32, tag = "7")]
+            pub stun_port: i32,
+            #[prost(bool, tag = "8")]
+            pub stun_only: bool,
+            #[prost(int32, tag = "9")]
+            pub derp_port: i32,
+            #[prost(bool, tag = "10")]
+            pub insecure_for_tests: bool,
+            #[prost(bool, tag = "11")]
+            pub force_http: bool,
+            #[prost(string, tag = "12")]
+            pub stun_test_ip: String,
+            #[prost(bool, tag = "13")]
+            pub can_port_80: bool,
+        }
+    }
+}
+
+/// A peer's tailnet node: its keys, DERP home and addresses (§1.7's table).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Node {
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+    #[prost(message, optional, tag = "2")]
+    pub as_of: Option<Timestamp>,
+    #[prost(bytes = "vec", tag = "3")]
+    pub key: Vec<u8>,
+    #[prost(string, tag = "4")]
+    pub disco: String,
+    #[prost(int32, tag = "5")]
+    pub preferred_derp: i32,
+    #[prost(btree_map = "string, double", tag = "6")]
+    pub derp_latency: BTreeMap<String, f64>,
+    #[prost(btree_map = "int32, string", tag = "7")]
+    pub derp_forced_websocket: BTreeMap<i32, String>,
+    #[prost(string, repeated, tag = "8")]
+    pub addresses: Vec<String>,
+    #[prost(string, repeated, tag = "9")]
+    pub allowed_ips: Vec<String>,
+    #[prost(string, repeated, tag = "10")]
+    pub endpoints: Vec<String>,
+}
+
+/// What a peer sends the coordinator on Coordinate (a bidirectional stream).
+/// There is no subscribe message: `add_tunnel` and `remove_tunnel` are the
+/// closest.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CoordinateRequest {
+    /// Publish my node.
+    #[prost(message, optional, tag = "1")]
+    pub update_self: Option<coordinate_request::UpdateSelf>,
+    /// Graceful leave.
+    #[prost(message, optional, tag = "2")]
+    pub disconnect: Option<coordinate_request::Disconnect>,
+    /// Agents may not send it (`AgentCoordinateeAuth`).
+    #[prost(message, optional, tag = "3")]
+    pub add_tunnel: Option<coordinate_request::Tunnel>,
+    #[prost(message, optional, tag = "4")]
+    pub remove_tunnel: Option<coordinate_request::Tunnel>,
+    /// Sent from a destination back to a source.
+    #[prost(message, repeated, tag = "5")]
+    pub ready_for_handshake: Vec<coordinate_request::ReadyForHandshake>,
+}
+
+/// `CoordinateRequest`'s nested messages; each field number is inferred (1).
+pub mod coordinate_request {
+    /// `update_self`: my node.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct UpdateSelf {
+        #[prost(message, optional, tag = "1")]
+        pub node: Option<super::Node>,
+    }
+
+    /// `disconnect`: no fields.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Disconnect {}
+
+    /// `add_tunnel` and `remove_tunnel`: the other peer.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Tunnel {
+        /// 16-byte UUID of the peer.
+        #[prost(bytes = "vec", tag = "1")]
+        pub id: Vec<u8>,
+    }
+
+    /// `ready_for_handshake`: the source peer.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ReadyForHandshake {
+        /// 16-byte UUID of the peer.
+        #[prost(bytes = "vec", tag = "1")]
+        pub id: Vec<u8>,
+    }
+}
+
+/// What the coordinator sends a peer on Coordinate. Only `error` (field 2):
+/// `peer_updates` (field 1) is left out, see the module doc. An error that
+/// starts with `ready for handshake error` is only a warning to an agent.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CoordinateResponse {
+    #[prost(string, tag = "2")]
+    pub error: String,
+}
+
+/// A peer update's kind (§1.7), for when `PeerUpdate` is added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum PeerUpdateKind {
+    Unspecified = 0,
+    /// The peer's node, new or changed.
+    Node = 1,
+    /// Graceful, tunnel removed, or a failed update.
+    Disconnected = 2,
+    /// The peer's stream broke.
+    Lost = 3,
+    ReadyForHandshake = 4,
+}
+
+/// PostTelemetry's response: no fields. (Its request is left out: see the
+/// module doc.)
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PostTelemetryResponse {}
+
+/// RefreshResumeToken's request: no fields. (Its response is left out: see
+/// the module doc.)
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RefreshResumeTokenRequest {}
