@@ -26,7 +26,8 @@
 //! - `external_auth`: OAuth2 git providers, the OAuth client, the browser flow's state.
 //! - `gitsshkey`: workspace owners' git SSH key pairs (OpenSSH formats).
 //! - `sanitize`: cleans free text agents report (app-status messages).
-//! - `rpc`: the agent's RPC connection (`/me/rpc`); today its DRPC layer.
+//! - `rpc`: the agent's RPC connection (`/me/rpc`); today its DRPC layer and
+//!   the protobuf messages of the Agent and Tailnet services.
 //! - `agent`: the workspace side (`appliance agent auth`, `appliance agent logs`).
 //!
 //! See ARCHITECTURE.md for the invariants.
