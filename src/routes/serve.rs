@@ -26,9 +26,11 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use warp::Filter;
@@ -183,12 +185,12 @@ async fn connection(
     limits: HttpConfig,
     shutdown: CancellationToken,
 ) {
-    let (activity, mut in_flight) = watch::channel(0usize);
-    let activity = Arc::new(activity);
+    let activity = Arc::new(Activity::new());
     let routes = TowerToHyperService::new(warp::service(routes));
+    let requests = activity.clone();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ClientAddr(peer));
-        let request = InFlight::begin(&activity);
+        let request = InFlight::begin(&requests);
         let answer = hyper::service::Service::call(&routes, req);
         async move {
             let resp = answer.await?;
@@ -202,9 +204,9 @@ async fn connection(
     tokio::pin!(conn);
     let ended = tokio::select! {
         ended = conn.as_mut() => Some(ended),
-        () = idle_too_long(&mut in_flight, &limits) => None,
+        () = idle_too_long(&activity, &limits) => None,
         () = shutdown.cancelled() => {
-            if *in_flight.borrow() > 0 {
+            if activity.in_flight() > 0 {
                 // Let the request finish (streams end on the same signal);
                 // the server's deadline bounds the wait.
                 conn.as_mut().graceful_shutdown();
@@ -234,34 +236,85 @@ async fn connection(
 
 /// Resolves once the connection has had nothing in progress for
 /// `header_read_timeout` before its first request, or `idle_timeout` after.
-async fn idle_too_long(in_flight: &mut watch::Receiver<usize>, limits: &HttpConfig) {
-    let mut limit = limits.header_read_timeout;
+///
+/// Requests only touch two atomics ([`Activity`]); this task wakes when the
+/// limit could have run out (at most once per limit while a request is in
+/// progress), so the check costs nothing per request.
+async fn idle_too_long(activity: &Activity, limits: &HttpConfig) {
     loop {
-        if in_flight.wait_for(|n| *n == 0).await.is_err() {
-            return pending().await;
+        let limit = if activity.started_any() {
+            limits.idle_timeout
+        } else {
+            limits.header_read_timeout
+        };
+        let wait = if activity.in_flight() > 0 {
+            limit
+        } else {
+            let idle_for = activity.idle_for();
+            if idle_for >= limit {
+                return;
+            }
+            limit - idle_for
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// What a connection's requests are doing: how many are in progress, and
+/// when the last one ended (or the connection opened).
+struct Activity {
+    opened: Instant,
+    /// Requests in progress, plus `STARTED` once any request began.
+    in_flight: AtomicUsize,
+    /// Milliseconds after `opened` when the count last fell to zero.
+    idle_since_ms: AtomicU64,
+}
+
+/// A high bit of `Activity::in_flight`: some request has begun.
+const STARTED: usize = 1 << (usize::BITS - 1);
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            opened: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
         }
-        match tokio::time::timeout(limit, in_flight.changed()).await {
-            Err(_) => return,
-            Ok(Err(_)) => return pending().await,
-            Ok(Ok(())) => limit = limits.idle_timeout,
-        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire) & !STARTED
+    }
+
+    fn started_any(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) & STARTED != 0
+    }
+
+    fn idle_for(&self) -> Duration {
+        let since = Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
+        self.opened.elapsed().saturating_sub(since)
     }
 }
 
 /// A request in progress on its connection, from its head until its
 /// response body ends (a stream: until it closes).
-struct InFlight(Arc<watch::Sender<usize>>);
+struct InFlight(Arc<Activity>);
 
 impl InFlight {
-    fn begin(activity: &Arc<watch::Sender<usize>>) -> InFlight {
-        activity.send_modify(|n| *n += 1);
+    fn begin(activity: &Arc<Activity>) -> InFlight {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        activity.in_flight.fetch_or(STARTED, Ordering::AcqRel);
         InFlight(activity.clone())
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n -= 1);
+        let a = &self.0;
+        // Stamp first: a watcher that sees the count at zero reads this end.
+        let ms = u64::try_from(a.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        a.idle_since_ms.store(ms, Ordering::Release);
+        a.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
