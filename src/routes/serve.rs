@@ -238,8 +238,8 @@ async fn connection(
 /// `header_read_timeout` before its first request, or `idle_timeout` after.
 ///
 /// Requests only touch two atomics ([`Activity`]); this task wakes when the
-/// limit could have run out (at most once per limit while a request is in
-/// progress), so the check costs nothing per request.
+/// limit could have run out, and at least once per the shorter of the two
+/// limits, so the check costs nothing per request.
 async fn idle_too_long(activity: &Activity, limits: &HttpConfig) {
     loop {
         let limit = if activity.started_any() {
@@ -256,7 +256,10 @@ async fn idle_too_long(activity: &Activity, limits: &HttpConfig) {
             }
             limit - idle_for
         };
-        tokio::time::sleep(wait).await;
+        // The limit itself changes with the first request: never sleep past
+        // the shorter of the two, so the check follows it.
+        let step = limits.idle_timeout.min(limits.header_read_timeout);
+        tokio::time::sleep(wait.min(step)).await;
     }
 }
 
