@@ -23,7 +23,7 @@ use yawc::frame::{Frame, OpCode};
 use super::filters::{
     null_as_default, query_flag, query_pairs, read_body, session_token, with_app,
 };
-use super::session::{agent_before_body, readable_agent};
+use super::session::{agent_before_body, read_inline, readable_agent};
 use crate::app::App;
 use crate::logs::follow::{Follower, Next};
 use crate::logs::ingest::{self, Outcome};
@@ -227,9 +227,9 @@ async fn get_logs(
     (headers, upgrade): (HeaderMap, Option<hyper::upgrade::OnUpgrade>),
 ) -> Result<Response, ApiError> {
     let now = OffsetDateTime::now_utc();
-    let agent = app
-        .store
-        .read_inline(|c| Ok(readable_agent(c, token.as_deref(), &raw_id, now)))??;
+    let agent = read_inline(&app.store, |c| {
+        readable_agent(c, token.as_deref(), &raw_id, now)
+    })?;
     let q = parse_query(&query)?;
     if q.follow {
         return accept_follower(app, agent.id, &q, headers, upgrade);
