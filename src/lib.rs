@@ -34,6 +34,7 @@
 
 pub(crate) mod agent;
 pub(crate) mod agent_status;
+pub(crate) mod agentapi;
 pub(crate) mod app;
 pub mod auth;
 pub mod cli;
