@@ -261,3 +261,17 @@ pub struct ExternalAuthResponse {
     pub username: String,
     pub password: String,
 }
+
+/// `codersdk.BuildInfoResponse` (`GET /api/v2/buildinfo`).
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildInfoResponse {
+    pub external_url: String,
+    pub version: String,
+    pub dashboard_url: String,
+    pub telemetry: bool,
+    pub workspace_proxy: bool,
+    pub agent_api_version: String,
+    pub provisioner_api_version: String,
+    pub upgrade_message: String,
+    pub deployment_id: String,
+}

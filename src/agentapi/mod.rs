@@ -14,6 +14,7 @@
 //!   telemetry).
 
 pub mod agent;
+pub mod connections;
 pub mod tailnet;
 
 use std::sync::Arc;

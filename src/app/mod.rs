@@ -48,6 +48,8 @@ pub struct App {
     /// long-lived streams (the reinit SSE stream, external-auth `listen`, log
     /// follow sockets) select on it and end.
     pub shutdown: CancellationToken,
+    /// Agents connected over `/me/rpc`, watched by the connection monitor.
+    pub connections: Arc<crate::agentapi::connections::Connections>,
 }
 
 impl App {
@@ -93,6 +95,7 @@ impl App {
             external_auth: Arc::new(external_auth),
             external_auth_state: Arc::default(),
             shutdown: CancellationToken::new(),
+            connections: Arc::default(),
         })
     }
 

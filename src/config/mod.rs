@@ -190,6 +190,15 @@ settings! {
         inactive_disconnect_timeout: Duration = key {
             default: "30s", file: RawDuration, parse: |v| parse_duration_at_least(v, 2),
         },
+        /// How often a connected agent's `/me/rpc` session is pinged and its
+        /// `last_connected_at` written (all agents in one transaction).
+        connection_update_interval: Duration = key {
+            default: "15s", file: RawDuration, parse: |v| parse_duration_at_least(v, 1),
+        },
+        /// The `report_interval` UpdateStats tells agents (Coder's default: 30s).
+        stats_report_interval: Duration = key {
+            default: "30s", file: RawDuration, parse: |v| parse_duration_at_least(v, 1),
+        },
     }
 
     /// Where instance-identity trust material comes from. The files are read by

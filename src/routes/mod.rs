@@ -7,6 +7,7 @@
 
 mod agents;
 mod app_status;
+mod buildinfo;
 pub(crate) mod error;
 mod external_auth;
 mod filters;
@@ -17,6 +18,7 @@ mod log_sources;
 mod logs;
 mod metrics;
 mod reinit;
+mod rpc;
 mod serve;
 mod session;
 
@@ -111,6 +113,14 @@ pub const ROUTES: &[Route] = &[
         allow: "GET",
     },
     Route {
+        template: "/api/v2/workspaceagents/me/rpc",
+        allow: "GET",
+    },
+    Route {
+        template: "/api/v2/buildinfo",
+        allow: "GET",
+    },
+    Route {
         template: "/external-auth/{externalauth}",
         allow: "GET",
     },
@@ -144,6 +154,10 @@ pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
         .or(external_auth::routes(app))
         .unify()
         .or(reinit::routes(app))
+        .unify()
+        .or(rpc::routes(app))
+        .unify()
+        .or(buildinfo::routes(app))
         .unify()
         .or(logs::routes(app))
         .unify()

@@ -88,6 +88,13 @@ pub(crate) fn serve(loaded: config::Loaded, source: reload::Source) -> anyhow::R
         let jwks_url = config.identity.gcp.jwks_url.clone();
         let base_trust = trust.trust.clone();
         let app = App::start(store, config, trust.trust, crate::routes::templates())?;
+        tokio::spawn(crate::agentapi::connections::run(
+            app.connections.clone(),
+            app.store.clone(),
+            app.config.agent.connection_update_interval,
+            app.config.agent.inactive_disconnect_timeout,
+            app.shutdown.clone(),
+        ));
         tokio::spawn(crate::logs::retention::run(
             app.store.clone(),
             app.config.logs.retention,

@@ -16,6 +16,7 @@
 
 pub mod agents;
 pub mod backup;
+pub mod connections;
 pub mod external_auth;
 pub mod group;
 pub mod lock;

@@ -136,3 +136,80 @@ pub const METHODS: &[Method] = &[
 pub fn find(name: &str) -> Option<&'static Method> {
     METHODS.iter().find(|method| method.name == name)
 }
+
+/// Parses and validates a client's `version` query parameter as coderd's
+/// `apiversion.Validate` does against [`CURRENT_VERSION`]: `major.minor`,
+/// the same major, a minor no newer than ours. The error is coderd's
+/// validation detail (BEHAVIOUR.md §1.2).
+pub fn validate(version: &str) -> Result<Version, String> {
+    let mut parts = version.split('.');
+    let (Some(major), Some(minor), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(format!("invalid version string: {version}"));
+    };
+    // Go's strconv.Atoi: an optional sign, then decimal digits.
+    let atoi = |s: &str| -> Option<i64> {
+        let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse::<i64>().ok()
+    };
+    let Some(major) = atoi(major) else {
+        return Err(format!("invalid major version: {version}"));
+    };
+    let Some(minor) = atoi(minor) else {
+        return Err(format!("invalid minor version: {version}"));
+    };
+    let current = CURRENT_VERSION;
+    if major > i64::from(current.major) {
+        return Err(format!(
+            "server is at version {current}, behind requested major version {version}"
+        ));
+    }
+    if major == i64::from(current.major) {
+        if minor > i64::from(current.minor) {
+            return Err(format!(
+                "server is at version {current}, behind requested minor version {version}"
+            ));
+        }
+        if let Ok(minor) = u16::try_from(minor) {
+            return Ok(Version::new(current.major, minor));
+        }
+    }
+    Err(format!("version {version} is no longer supported"))
+}
+
+#[cfg(test)]
+mod validate_tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_validated_as_coderd_does() {
+        assert_eq!(validate("2.0"), Ok(Version::new(2, 0)));
+        assert_eq!(validate("2.11"), Ok(Version::new(2, 11)));
+        assert_eq!(validate("2.10"), Ok(Version::new(2, 10)));
+        assert_eq!(
+            validate("2.12").unwrap_err(),
+            "server is at version 2.11, behind requested minor version 2.12"
+        );
+        assert_eq!(
+            validate("3.0").unwrap_err(),
+            "server is at version 2.11, behind requested major version 3.0"
+        );
+        assert_eq!(
+            validate("1.9").unwrap_err(),
+            "version 1.9 is no longer supported"
+        );
+        assert_eq!(validate("2").unwrap_err(), "invalid version string: 2");
+        assert_eq!(
+            validate("2.1.1").unwrap_err(),
+            "invalid version string: 2.1.1"
+        );
+        assert_eq!(validate("x.1").unwrap_err(), "invalid major version: x.1");
+        assert_eq!(validate("2.y").unwrap_err(), "invalid minor version: 2.y");
+        assert_eq!(
+            validate("2.-1").unwrap_err(),
+            "version 2.-1 is no longer supported"
+        );
+    }
+}
