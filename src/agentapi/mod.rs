@@ -14,7 +14,6 @@
 //!   telemetry).
 
 pub mod agent;
-pub mod connections;
 pub mod tailnet;
 
 use std::sync::Arc;

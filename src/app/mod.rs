@@ -3,6 +3,7 @@
 //! and the caches and counters of the request path (`view_cache`, `metrics`).
 //! It depends on the domain modules, never on `routes` or `server`.
 
+pub(crate) mod connections;
 pub(crate) mod metrics;
 pub(crate) mod view_cache;
 
@@ -49,7 +50,7 @@ pub struct App {
     /// follow sockets) select on it and end.
     pub shutdown: CancellationToken,
     /// Agents connected over `/me/rpc`, watched by the connection monitor.
-    pub connections: Arc<crate::agentapi::connections::Connections>,
+    pub connections: Arc<connections::Connections>,
 }
 
 impl App {

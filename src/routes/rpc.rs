@@ -14,7 +14,7 @@
 //! Monitoring (`role` empty or `agent`; another role, e.g. a log-shipping
 //! sidecar using the agent's token, is served but not monitored): the server
 //! pings over yamux every `agent.connection_update_interval`, the session is
-//! registered with `agentapi::connections`, whose monitor writes
+//! registered with `app::connections`, whose monitor writes
 //! `last_connected_at` and ends the session when the agent is silent for
 //! `agent.inactive_disconnect_timeout` or no longer live (a newer build).
 //! `first_connected_at`/`last_connected_at` are written when the session
@@ -38,9 +38,9 @@ use yawc::frame::{Frame, OpCode};
 
 use super::filters::{query_pairs, session_token, with_app};
 use super::session::{agent_for_token, read_inline};
-use crate::agentapi::connections::{LastSeen, unix_millis};
 use crate::agentapi::{self, Session};
 use crate::app::App;
+use crate::app::connections::{LastSeen, unix_millis};
 use crate::routes::error::{ApiError, respond};
 use crate::rpc::drpc::{self, Router};
 use crate::rpc::proto::methods::{self, Version};

@@ -88,7 +88,7 @@ pub(crate) fn serve(loaded: config::Loaded, source: reload::Source) -> anyhow::R
         let jwks_url = config.identity.gcp.jwks_url.clone();
         let base_trust = trust.trust.clone();
         let app = App::start(store, config, trust.trust, crate::routes::templates())?;
-        tokio::spawn(crate::agentapi::connections::run(
+        tokio::spawn(crate::app::connections::run(
             app.connections.clone(),
             app.store.clone(),
             app.config.agent.connection_update_interval,
