@@ -181,3 +181,93 @@ pub async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::store::{Options, agents, users, workspaces};
+
+    const T0: OffsetDateTime = datetime!(2026-03-01 12:00:00 UTC);
+    const ONE: &str = r#"
+name = "dev"
+owner = "alice"
+[[resources]]
+name = "vm"
+type = "box"
+  [[resources.agents]]
+  name = "main"
+  auth = "token"
+"#;
+
+    fn apply(store: &Store, owner: Uuid) -> Uuid {
+        let ws = crate::manifest::parse("t.toml", ONE).expect("manifest");
+        let applied = store
+            .write(|tx| workspaces::apply(tx, &ws, owner, owner, T0))
+            .expect("apply");
+        applied.agents[0].id
+    }
+
+    fn row(store: &Store, id: Uuid) -> Option<agents::AgentRow> {
+        store.read(|c| agents::live_agent(c, id)).expect("read")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tick_writes_seen_ends_silent_and_replaced_sessions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("t.db"), &Options::default()).expect("open");
+        store.migrate().expect("migrate");
+        let alice = store
+            .write(|tx| users::insert_user(tx, "alice", "", users::Role::Member, T0))
+            .expect("user");
+        let first = apply(&store, alice.id);
+        store
+            .write(|tx| store::connections::connected(tx, first, T0))
+            .expect("connected");
+        let r = row(&store, first).expect("live");
+        assert_eq!(r.first_connected_at, Some(T0));
+        assert_eq!(r.last_connected_at, Some(T0));
+
+        let connections = Arc::new(Connections::default());
+        let t1 = T0 + time::Duration::seconds(15);
+        let talking: LastSeen = Arc::new(AtomicI64::new(unix_millis(t1)));
+        let silent: LastSeen = Arc::new(AtomicI64::new(unix_millis(T0)));
+        let a = connections.register(first, talking.clone());
+        let b = connections.register(first, silent);
+        let tick = connections
+            .tick(&store, t1 + time::Duration::seconds(1), Duration::from_secs(10))
+            .await
+            .expect("tick");
+        assert_eq!(
+            tick,
+            Tick {
+                seen: 1,
+                silent: 1,
+                replaced: 0
+            }
+        );
+        assert!(!a.end.is_cancelled());
+        assert!(b.end.is_cancelled(), "silent for 16s > 10s");
+        let r = row(&store, first).expect("live");
+        assert_eq!(r.first_connected_at, Some(T0), "first stays");
+        assert_eq!(r.last_connected_at, Some(t1 + time::Duration::seconds(1)));
+        drop(b);
+        assert_eq!(connections.len(), 1, "a dropped registration leaves");
+
+        // A new build replaces the agent: the next tick ends its session.
+        let _second = apply(&store, alice.id);
+        let tick = connections
+            .tick(&store, t1 + time::Duration::seconds(2), Duration::from_secs(10))
+            .await
+            .expect("tick");
+        assert_eq!(tick.replaced, 1);
+        assert!(a.end.is_cancelled());
+
+        store
+            .write(|tx| store::connections::disconnected(tx, first, t1))
+            .expect("disconnected");
+        drop(a);
+        assert!(connections.is_empty());
+    }
+}
