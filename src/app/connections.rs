@@ -236,7 +236,11 @@ type = "box"
         let a = connections.register(first, talking.clone());
         let b = connections.register(first, silent);
         let tick = connections
-            .tick(&store, t1 + time::Duration::seconds(1), Duration::from_secs(10))
+            .tick(
+                &store,
+                t1 + time::Duration::seconds(1),
+                Duration::from_secs(10),
+            )
             .await
             .expect("tick");
         assert_eq!(
@@ -258,7 +262,11 @@ type = "box"
         // A new build replaces the agent: the next tick ends its session.
         let _second = apply(&store, alice.id);
         let tick = connections
-            .tick(&store, t1 + time::Duration::seconds(2), Duration::from_secs(10))
+            .tick(
+                &store,
+                t1 + time::Duration::seconds(2),
+                Duration::from_secs(10),
+            )
             .await
             .expect("tick");
         assert_eq!(tick.replaced, 1);

@@ -126,7 +126,7 @@ settings! {
         /// Open connections (WebSockets included); more wait to be accepted.
         /// Lowered at start-up to fit the open-files limit.
         max_connections: u32 = key {
-            default: "8192", file: i64, parse: |v| parse_int_in(v, 1, 1_000_000),
+            default: "16384", file: i64, parse: |v| parse_int_in(v, 1, 1_000_000),
         },
         /// After SIGTERM, how long in-flight requests may take before their
         /// connections are cut.

@@ -93,6 +93,31 @@ pub(crate) fn connections_that_fit(files: u64, pool_size: u32) -> u64 {
     (files - reserve).max(1)
 }
 
+/// Raises the soft limit on open files to the hard limit, as Go programs
+/// (coderd among them) do at start: each connected agent holds a socket, and
+/// a shell's default soft limit (often 1024) would cap a server far below
+/// what the hard limit allows. Returns the limits before and after when it
+/// changed anything.
+pub(crate) fn raise_open_files_limit() -> Option<(u64, u64)> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let current = limit.current?;
+    // Unlimited (None) is capped at what a kernel accepts for nofile.
+    let target = limit.maximum.unwrap_or(1 << 20).min(1 << 20);
+    if target <= current {
+        return None;
+    }
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(target),
+            maximum: limit.maximum,
+        },
+    )
+    .ok()?;
+    Some((current, target))
+}
+
 /// The soft limit on open files, from `/proc/self/limits`; `None` when it is
 /// unlimited or cannot be read.
 pub(crate) fn open_files_limit() -> Option<u64> {

@@ -36,6 +36,9 @@ pub(crate) fn serve(loaded: config::Loaded, source: reload::Source) -> anyhow::R
             // Derived from an ephemeral port: name the port actually bound.
             config.access_url = format!("http://{}", bound.addr);
         }
+        if let Some((before, after)) = server::raise_open_files_limit() {
+            tracing::info!("open files limit raised from {before} to {after} (each connected agent holds one)");
+        }
         if let Some(files) = server::open_files_limit() {
             let fit = server::connections_that_fit(files, config.database.pool_size);
             if u64::from(config.http.max_connections) > fit {
