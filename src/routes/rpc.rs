@@ -125,7 +125,11 @@ fn accept(
     let options = yawc::Options::default()
         .with_max_payload_read(MAX_MESSAGE)
         .with_no_delay()
-        .without_compression();
+        .without_compression()
+        // Idle agents are the common case: small buffers that grow for
+        // large messages and shrink back (yawc's default is 8 KiB each).
+        .with_read_buffer_capacity(2 << 10)
+        .with_write_buffer_capacity(2 << 10);
     let (handshake, upgraded) = yawc::WebSocket::upgrade_with_options(&mut request, options)
         .map_err(|e| not_websocket(e.to_string()))?;
     tokio::spawn(async move {

@@ -33,8 +33,13 @@ use tokio::sync::mpsc;
 use super::metadata::Metadata;
 use super::wire::{Body, Decoder, Id, Kind, MAX_PACKET_SIZE, Packet, RpcError, WireError};
 
-/// How much is read from the transport at a time.
-const READ_CHUNK: usize = 16 << 10;
+/// How much room a read starts with, and how far the room grows while reads
+/// keep filling it (a large packet arriving). An idle transport waits for
+/// its next read with the smallest room: a connected agent keeps two calls
+/// open for hours (Coordinate, StreamDERPMaps), so every byte held by a quiet
+/// transport is held once per agent.
+const READ_MIN: usize = 512;
+const READ_MAX: usize = 64 << 10;
 
 /// The write buffer is given back after a packet larger than this.
 const KEEP_WRITE_BUFFER: usize = 256 << 10;
@@ -237,6 +242,8 @@ struct Conn<T> {
     io: T,
     decoder: Decoder,
     wbuf: Vec<u8>,
+    /// The room the next read gets (between READ_MIN and READ_MAX).
+    read_room: usize,
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
@@ -247,9 +254,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
             if let Some(packet) = self.decoder.decode()? {
                 return Ok(Some(packet));
             }
+            let room = self.read_room;
+            self.decoder.release_if_idle(READ_MAX);
             let buf = self.decoder.buffer_mut();
-            buf.reserve(READ_CHUNK);
-            if self.io.read_buf(buf).await? == 0 {
+            buf.reserve(room);
+            let n = self.io.read_buf(buf).await?;
+            // Double while reads fill the room, shrink back when they do not.
+            self.read_room = if n >= room {
+                (room * 2).min(READ_MAX)
+            } else {
+                READ_MIN
+            };
+            if n == 0 {
                 return if self.decoder.at_boundary() {
                     Ok(None)
                 } else {
@@ -417,6 +433,7 @@ where
         io,
         decoder: Decoder::new(),
         wbuf: Vec::new(),
+        read_room: READ_MIN,
     };
     let result = run(&mut conn, router, state).await;
     // The peer may be gone already; there is nothing to tell it then.

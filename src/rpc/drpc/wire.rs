@@ -377,6 +377,15 @@ impl Decoder {
         self.buf.len() + self.partial.as_ref().map_or(0, |p| p.data.len())
     }
 
+    /// Gives back the receive buffer's memory when nothing is held and it
+    /// has more than `keep` bytes of room (after a large packet, an idle
+    /// transport must not keep its allocation).
+    pub fn release_if_idle(&mut self, keep: usize) {
+        if self.at_boundary() && self.buf.capacity() > keep {
+            self.buf = BytesMut::new();
+        }
+    }
+
     /// Whether the input so far ends on a packet boundary (nothing half
     /// received), so an end of input here is clean.
     pub fn at_boundary(&self) -> bool {
