@@ -174,3 +174,32 @@ fn derp_map_is_a_websocket_of_the_map_without_auth() {
     let map: Value = serde_json::from_slice(&first).unwrap();
     assert_eq!(map, json!({"Regions": {"999": embedded(&server)}}));
 }
+
+#[test]
+fn check_config_shows_the_derp_map_and_refuses_a_bad_one() {
+    let sandbox = crate::harness::Sandbox::with_config(
+        "access_url = \"https://coder.home.lan\"\n[derp]\nstun_addresses = [\"stun.lan:3478\"]\n",
+    );
+    let text = sandbox.cli(&["check-config"]);
+    let text = text.assert_success();
+    assert!(
+        text.stdout
+            .contains("# region 999 \"coder\" (Coder Embedded Relay)")
+            && text
+                .stdout
+                .contains("#   999b relay https://coder.home.lan:443")
+            && text.stdout.contains("#   999stun0 STUN stun.lan:3478"),
+        "{}",
+        text.stdout
+    );
+    let json = sandbox.cli(&["check-config", "--output", "json"]).json();
+    assert_eq!(
+        json["derp_map"]["Regions"]["999"]["Nodes"][0]["DERPPort"],
+        443
+    );
+
+    let bad = crate::harness::Sandbox::with_config("[derp]\nmap_file = \"nope.json\"\n");
+    let err = bad.cli(&["check-config"]);
+    let err = err.assert_failure();
+    assert!(err.contains("derp.map_file"), "{err}");
+}
