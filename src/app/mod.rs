@@ -52,6 +52,8 @@ pub struct App {
     /// The DERP map given to agents (manifest, StreamDERPMaps) and clients
     /// (`/derp-map`, `/connection`); subscribers see every change.
     pub derp_map: tokio::sync::watch::Sender<Arc<crate::rpc::proto::tailnet::DerpMap>>,
+    /// The tailnet coordinator: agents' and clients' nodes and tunnels.
+    pub coordinator: crate::tailnet::coordinator::Coordinator,
     /// Agents connected over `/me/rpc`, watched by the connection monitor.
     pub connections: Arc<connections::Connections>,
 }
@@ -103,6 +105,7 @@ impl App {
             external_auth_state: Arc::default(),
             shutdown: CancellationToken::new(),
             connections: Arc::default(),
+            coordinator: Default::default(),
             derp_map: tokio::sync::watch::Sender::new(Arc::new(derp_map)),
         })
     }

@@ -1,6 +1,12 @@
 //! The tailnet as appliance coordinates it: how clients and agents reach
 //! each other (WireGuard end to end, coordinated by this server, relayed by
-//! DERP). Here: the DERP map ([`derp_map`]) built from `[derp]` in the
-//! configuration. Pure: no I/O (the caller reads `derp.map_file`).
+//! DERP):
+//! - [`derp_map`]: the DERP map built from `[derp]` in the configuration
+//!   (pure: the caller reads `derp.map_file`);
+//! - [`coordinator`]: peers, their nodes and tunnels, in memory (coderd's
+//!   `tailnet.core`), with each kind of peer's authorisation;
+//! - [`coordinate`]: one Coordinate stream driven against the coordinator.
 
+pub mod coordinate;
+pub mod coordinator;
 pub mod derp_map;

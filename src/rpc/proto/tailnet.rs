@@ -9,9 +9,6 @@
 //! conventionally uses.
 //!
 //! Left out, because the design gives no field numbers for them:
-//! - `CoordinateResponse.peer_updates` (field 1) and its `PeerUpdate`
-//!   {id, node, kind, reason}; the `Kind` values are known (§1.7) and kept
-//!   here as [`PeerUpdateKind`];
 //! - PostTelemetry's request (`events`);
 //! - RefreshResumeToken's response {token, refresh_in, expires_at};
 //! - WorkspaceUpdates' request {workspace_owner_id} and its streamed
@@ -182,13 +179,35 @@ pub mod coordinate_request {
     }
 }
 
-/// What the coordinator sends a peer on Coordinate. Only `error` (field 2):
-/// `peer_updates` (field 1) is left out, see the module doc. An error that
-/// starts with `ready for handshake error` is only a warning to an agent.
+/// What the coordinator sends a peer on Coordinate: peer updates, or an
+/// error (a peer overwritten by a newer connection, a refused request). An
+/// error that starts with `ready for handshake error` is only a warning to
+/// an agent.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct CoordinateResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub peer_updates: Vec<coordinate_response::PeerUpdate>,
     #[prost(string, tag = "2")]
     pub error: String,
+}
+
+/// `CoordinateResponse`'s nested message (field numbers checked against
+/// Coder's `tailnet.proto` by the Go harness).
+pub mod coordinate_response {
+    /// Another peer's node, or why it went away.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct PeerUpdate {
+        /// 16-byte UUID of the peer.
+        #[prost(bytes = "vec", tag = "1")]
+        pub id: Vec<u8>,
+        #[prost(message, optional, tag = "2")]
+        pub node: Option<super::Node>,
+        /// A [`super::PeerUpdateKind`].
+        #[prost(enumeration = "super::PeerUpdateKind", tag = "3")]
+        pub kind: i32,
+        #[prost(string, tag = "4")]
+        pub reason: String,
+    }
 }
 
 /// A peer update's kind (§1.7), for when `PeerUpdate` is added.
