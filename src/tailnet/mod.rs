@@ -5,8 +5,11 @@
 //!   (pure: the caller reads `derp.map_file`);
 //! - [`coordinator`]: peers, their nodes and tunnels, in memory (coderd's
 //!   `tailnet.core`), with each kind of peer's authorisation;
-//! - [`coordinate`]: one Coordinate stream driven against the coordinator.
+//! - [`coordinate`]: one Coordinate stream driven against the coordinator;
+//! - [`workspace_updates`]: `/tailnet`'s WorkspaceUpdates, as differences
+//!   between two states of a user's workspaces (read by `store::tailnet`).
 
 pub mod coordinate;
 pub mod coordinator;
 pub mod derp_map;
+pub mod workspace_updates;
