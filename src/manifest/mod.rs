@@ -475,7 +475,7 @@ fn valid_workspace_name(s: &str) -> bool {
 }
 
 /// Coder's agent name rule (case-insensitive `^[a-z0-9](-?[a-z0-9])*$`), ≤ 64.
-fn valid_agent_name(s: &str) -> bool {
+pub fn valid_agent_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && hyphenated_alnum(s, true)
 }
 
