@@ -212,3 +212,71 @@ pub fn delete_sub_agent(
         ])?;
     Ok(n == 1)
 }
+
+/// One metadata item of an agent: its description and its last result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetadataRow {
+    pub key: String,
+    pub display_name: String,
+    pub script: String,
+    pub interval_seconds: i64,
+    pub timeout_seconds: i64,
+    pub value: String,
+    pub error: String,
+    pub collected_at: Option<OffsetDateTime>,
+}
+
+/// The agent's metadata items, in the manifest's order.
+pub fn metadata(conn: &Connection, agent_id: Uuid) -> Result<Vec<MetadataRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT key, display_name, script, interval_seconds, timeout_seconds, value, error,
+                collected_at
+         FROM workspace_agent_metadata WHERE agent_id = ?1 ORDER BY display_order, key",
+    )?;
+    let rows = stmt.query_map([agent_id.to_string()], |r| {
+        Ok(MetadataRow {
+            key: r.get(0)?,
+            display_name: r.get(1)?,
+            script: r.get(2)?,
+            interval_seconds: r.get(3)?,
+            timeout_seconds: r.get(4)?,
+            value: r.get(5)?,
+            error: r.get(6)?,
+            collected_at: super::opt_from_micros(r.get(7)?),
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// A metadata result to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetadataResult {
+    pub key: String,
+    pub value: String,
+    pub error: String,
+    pub collected_at: OffsetDateTime,
+}
+
+/// Stores results under keys the agent declares; a result for any other key
+/// is dropped. Returns how many were stored.
+pub fn update_metadata(
+    conn: &Connection,
+    agent_id: Uuid,
+    results: &[MetadataResult],
+) -> Result<usize> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE workspace_agent_metadata SET value = ?3, error = ?4, collected_at = ?5
+         WHERE agent_id = ?1 AND key = ?2",
+    )?;
+    let mut stored = 0;
+    for r in results {
+        stored += stmt.execute(params![
+            agent_id.to_string(),
+            r.key,
+            r.value,
+            r.error,
+            to_micros(r.collected_at)
+        ])?;
+    }
+    Ok(stored)
+}

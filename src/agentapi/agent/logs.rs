@@ -9,14 +9,17 @@
 //!   the cap is refused whole and answered `log_limit_exceeded` (not an
 //!   error); an unknown level is stored as `info`; a nil source id means the
 //!   agent's `External` source; client timestamps are ignored.
-//! - BatchUpdateMetadata checks the batch as coderd does (the keys together
-//!   at most [`MAX_METADATA_KEYS_BYTES`]); coderd stores a result only under
-//!   a key the manifest declares, and no manifest declares metadata yet, so
-//!   every result is dropped.
+//! - BatchUpdateMetadata stores each result under its key, as coderd: only
+//!   keys the manifest declares are stored (others are dropped silently); a
+//!   value over [`MAX_METADATA_VALUE_BYTES`] is cut and its error says so; an
+//!   error is cut at the same length; an unset `collected_at` is now; once
+//!   the batch's keys add up to more than [`MAX_METADATA_KEYS_BYTES`], the
+//!   remaining items are dropped and the call answers an error after storing
+//!   the others.
 //! - BatchUpdateAppHealths: every id must be an app of this agent with a
 //!   health check, and every health a known one, before anything is written.
 
-use super::{cap_elements, decode, parse_id, store_error};
+use super::{cap_elements, decode, parse_id, store_error, time_of};
 use crate::agentapi::Session;
 use crate::logs::ingest::{self, Outcome};
 use crate::rpc::drpc::RpcError;
@@ -25,7 +28,7 @@ use crate::rpc::proto::agent::{
     AppHealth, BatchCreateLogsRequest, BatchCreateLogsResponse, BatchUpdateAppHealthRequest,
     BatchUpdateAppHealthResponse, BatchUpdateMetadataRequest, BatchUpdateMetadataResponse,
 };
-use crate::store::{self, StoreError};
+use crate::store::{self, StoreError, agent_rpc};
 
 /// Lines per BatchCreateLogs request. The agent sends at most 1 MiB of
 /// output per batch; at its smallest a line costs it a few bytes of overhead.
@@ -36,6 +39,8 @@ pub const MAX_APP_HEALTH_UPDATES: usize = 1024;
 pub const MAX_METADATA_ITEMS: usize = 1024;
 /// coderd's `maxAllKeysLen`: the keys of one batch together.
 pub const MAX_METADATA_KEYS_BYTES: usize = 6144;
+/// coderd's `maxValueLen` (and `maxErrorLen`).
+pub const MAX_METADATA_VALUE_BYTES: usize = 2048;
 
 fn level_name(value: i32) -> &'static str {
     match Level::try_from(value) {
@@ -103,24 +108,63 @@ pub async fn batch_create_logs(
     }
 }
 
-pub fn batch_update_metadata(
+pub async fn batch_update_metadata(
     session: &Session,
     request: &[u8],
 ) -> Result<BatchUpdateMetadataResponse, RpcError> {
     cap_elements(request, 2, MAX_METADATA_ITEMS, "metadata items")?;
     let req: BatchUpdateMetadataRequest = decode(request)?;
-    let keys_bytes: usize = req.metadata.iter().map(|m| m.key.len()).sum();
+    let now = store::now();
+    let mut keys_bytes = 0usize;
+    let mut results = Vec::with_capacity(req.metadata.len());
+    for item in req.metadata {
+        keys_bytes += item.key.len();
+        if keys_bytes > MAX_METADATA_KEYS_BYTES {
+            break;
+        }
+        let result = item.result.unwrap_or_default();
+        let (mut value, mut error) = (result.value, result.error);
+        if value.len() > MAX_METADATA_VALUE_BYTES {
+            error = format!(
+                "value of {} bytes exceeded {MAX_METADATA_VALUE_BYTES} bytes",
+                value.len()
+            );
+            truncate(&mut value, MAX_METADATA_VALUE_BYTES);
+        }
+        truncate(&mut error, MAX_METADATA_VALUE_BYTES);
+        results.push(agent_rpc::MetadataResult {
+            key: item.key,
+            value,
+            error,
+            collected_at: time_of(result.collected_at.as_ref()).unwrap_or(now),
+        });
+    }
+    let agent_id = session.agent.id;
+    if !results.is_empty() {
+        session
+            .app
+            .store
+            .write_async(move |tx| agent_rpc::update_metadata(tx, agent_id, &results))
+            .await
+            .map_err(|e| store_error("update workspace agent metadata", e))?;
+    }
     if keys_bytes > MAX_METADATA_KEYS_BYTES {
         return Err(RpcError::message(format!(
             "metadata keys of {keys_bytes} bytes exceed {MAX_METADATA_KEYS_BYTES} bytes"
         )));
     }
-    tracing::trace!(
-        agent_id = %session.agent.id,
-        items = req.metadata.len(),
-        "agent metadata dropped: no metadata is declared"
-    );
     Ok(BatchUpdateMetadataResponse::default())
+}
+
+/// Cuts `s` to at most `max` bytes, at a character boundary.
+fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
 }
 
 fn health_name(value: i32) -> Option<&'static str> {

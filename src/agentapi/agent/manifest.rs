@@ -1,13 +1,12 @@
 //! GetManifest: the agent's manifest from the store (CONNECTIVITY.md §1.5
 //! item 2): ids as 16 bytes, names, the owner, directory, environment,
-//! apps with their health checks, scripts with their log sources, the motd
-//! file, and `parent_id` for a sub-agent only.
+//! apps with their health checks, scripts with their log sources, metadata
+//! descriptions, the motd file, and `parent_id` for a sub-agent only.
 //!
 //! Not filled yet:
 //! - `derp_map`: an empty map. The tailnet work provides the real one; the
 //!   hook is [`derp_map`], to be replaced by
 //!   `crate::agentapi::tailnet::derp_map(&app)` once that exists.
-//! - `metadata`: empty; workspace manifests declare no agent metadata yet.
 //! - `vs_code_port_proxy_uri` and apps' `subdomain_name`: empty (no wildcard
 //!   access URL is configured).
 //! - `devcontainers` and `secrets`: empty.
@@ -18,6 +17,7 @@ use super::{seconds, store_error};
 use crate::agentapi::Session;
 use crate::app::App;
 use crate::rpc::drpc::RpcError;
+use crate::rpc::proto::agent::workspace_agent_metadata::Description;
 use crate::rpc::proto::agent::workspace_app::{Healthcheck, SharingLevel};
 use crate::rpc::proto::agent::{AppHealth, Manifest, WorkspaceAgentScript, WorkspaceApp};
 use crate::rpc::proto::tailnet::DerpMap;
@@ -52,15 +52,16 @@ fn sharing_level_of(column: &str) -> SharingLevel {
 
 pub async fn get_manifest(session: &Session) -> Result<Manifest, RpcError> {
     let agent_id = session.agent.id;
-    let (agent, apps, scripts, external_auth) = session
+    let (agent, apps, scripts, metadata, external_auth) = session
         .app
         .store
         .read_async(move |c| {
             let agent = store::agents::live_agent(c, agent_id)?.ok_or(StoreError::NotFound)?;
             let apps = store::agents::apps(c, agent_id)?;
             let scripts = store::agents::scripts(c, agent_id)?;
+            let metadata = store::agent_rpc::metadata(c, agent_id)?;
             let external_auth = store::workspaces::declared_external_auth(c, agent.workspace_id)?;
-            Ok((agent, apps, scripts, external_auth))
+            Ok((agent, apps, scripts, metadata, external_auth))
         })
         .await
         .map_err(|e| store_error("get workspace agent", e))?;
@@ -109,6 +110,16 @@ pub async fn get_manifest(session: &Session) -> Result<Manifest, RpcError> {
             id: s.id.as_bytes().to_vec(),
         })
         .collect();
+    let metadata = metadata
+        .into_iter()
+        .map(|m| Description {
+            display_name: m.display_name,
+            key: m.key,
+            script: m.script,
+            interval: Some(seconds(m.interval_seconds)),
+            timeout: Some(seconds(m.timeout_seconds)),
+        })
+        .collect();
     Ok(Manifest {
         agent_id: agent.id.as_bytes().to_vec(),
         git_auth_configs: u32::try_from(external_auth.len()).unwrap_or(u32::MAX),
@@ -121,7 +132,7 @@ pub async fn get_manifest(session: &Session) -> Result<Manifest, RpcError> {
         derp_map: Some(derp_map(&session.app)),
         scripts,
         apps,
-        metadata: Vec::new(),
+        metadata,
         owner_username: agent.owner_name,
         workspace_id: agent.workspace_id.as_bytes().to_vec(),
         agent_name: agent.name,

@@ -99,7 +99,7 @@ pub fn register(router: Router<Session>) -> Router<Session> {
         lifecycle::update_startup(&s, req).await.map(encode)
     });
     let r = add(r, rpc::BATCH_UPDATE_METADATA, |s, req| async move {
-        logs::batch_update_metadata(&s, &req).map(encode)
+        logs::batch_update_metadata(&s, &req).await.map(encode)
     });
     let r = add(r, rpc::BATCH_CREATE_LOGS, |s, req| async move {
         logs::batch_create_logs(&s, &req).await.map(encode)

@@ -45,6 +45,16 @@ type = "docker_container"
     run_on_start = true
     start_blocks_login = true
     timeout_seconds = 30
+    [[resources.agents.metadata]]
+    key = "cpu"
+    display_name = "CPU"
+    script = "cat /proc/loadavg"
+    interval = 10
+    timeout = 2
+    [[resources.agents.metadata]]
+    key = "disk"
+    script = "df -h /"
+    interval = 60
     [[resources.agents.children]]
     name = "sub"
 "#;
@@ -206,7 +216,27 @@ async fn get_manifest_from_the_store() {
     assert_eq!(m.environment_variables.len(), 2);
     assert_eq!(m.derp_map, Some(Default::default()));
     assert_eq!(m.parent_id, None);
-    assert!(m.devcontainers.is_empty() && m.metadata.is_empty());
+    assert!(m.devcontainers.is_empty());
+    let metadata: Vec<_> = m
+        .metadata
+        .iter()
+        .map(|d| {
+            (
+                d.key.as_str(),
+                d.display_name.as_str(),
+                d.script.as_str(),
+                d.interval.map(|i| i.seconds),
+                d.timeout.map(|t| t.seconds),
+            )
+        })
+        .collect();
+    assert_eq!(
+        metadata,
+        vec![
+            ("cpu", "CPU", "cat /proc/loadavg", Some(10), Some(2)),
+            ("disk", "", "df -h /", Some(60), Some(0)),
+        ]
+    );
     let apps = h
         .app
         .store
@@ -665,28 +695,73 @@ async fn app_healths_only_for_this_agents_checked_apps() {
 }
 
 #[tokio::test]
-async fn metadata_is_checked_and_dropped() {
+async fn metadata_results_are_stored_under_declared_keys() {
     let h = harness();
-    let item = |key: String| pb::batch_update_metadata_request::Metadata {
-        key,
-        result: Some(Default::default()),
+    let item =
+        |key: &str, value: String, at: Option<i64>| pb::batch_update_metadata_request::Metadata {
+            key: key.into(),
+            result: Some(pb::workspace_agent_metadata::Result {
+                collected_at: at.map(|seconds| Timestamp { seconds, nanos: 0 }),
+                age: 0,
+                value,
+                error: String::new(),
+            }),
+        };
+    let req = pb::BatchUpdateMetadataRequest {
+        metadata: vec![
+            item("cpu", "0.42".into(), Some(1_800_000_000)),
+            item("undeclared", "x".into(), None),
+            item("disk", "é".repeat(1500), None),
+        ],
     };
-    let ok = pb::BatchUpdateMetadataRequest {
-        metadata: vec![item("cpu".into())],
-    };
-    h.call(rpc::BATCH_UPDATE_METADATA, &ok.encode_to_vec())
+    h.call(rpc::BATCH_UPDATE_METADATA, &req.encode_to_vec())
         .await
         .expect("accepted");
-    let long = pb::BatchUpdateMetadataRequest {
-        metadata: (0..7)
-            .map(|i| item(format!("{i}{}", "k".repeat(1000))))
-            .collect(),
-    };
+    let rows = h
+        .app
+        .store
+        .read(|c| store::agent_rpc::metadata(c, h.main.id))
+        .expect("metadata");
+    assert_eq!(rows.len(), 2, "undeclared keys are dropped");
+    assert_eq!(
+        (rows[0].key.as_str(), rows[0].value.as_str()),
+        ("cpu", "0.42")
+    );
+    assert_eq!(
+        rows[0].collected_at.map(|t| t.unix_timestamp()),
+        Some(1_800_000_000)
+    );
+    assert_eq!(rows[1].key, "disk");
+    assert_eq!(rows[1].value.len(), 2048, "cut at a character boundary");
+    assert_eq!(rows[1].error, "value of 3000 bytes exceeded 2048 bytes");
+    assert!(rows[1].collected_at.is_some(), "unset is now");
+
+    // Keys over 6144 bytes in all: the items before the limit are stored,
+    // then the call fails.
+    let mut metadata = vec![item("cpu", "1.0".into(), None)];
+    metadata.extend((0..7).map(|i| item(&format!("{i}{}", "k".repeat(1000)), String::new(), None)));
+    let long = pb::BatchUpdateMetadataRequest { metadata };
     let err = h
         .call(rpc::BATCH_UPDATE_METADATA, &long.encode_to_vec())
         .await
         .expect_err("keys too long");
     assert!(msg(&err).contains("exceed 6144 bytes"), "{err:?}");
+    let rows = h
+        .app
+        .store
+        .read(|c| store::agent_rpc::metadata(c, h.main.id))
+        .expect("metadata");
+    assert_eq!(rows[0].value, "1.0");
+    let many = pb::BatchUpdateMetadataRequest {
+        metadata: (0..=super::logs::MAX_METADATA_ITEMS)
+            .map(|_| Default::default())
+            .collect(),
+    };
+    let err = h
+        .call(rpc::BATCH_UPDATE_METADATA, &many.encode_to_vec())
+        .await
+        .expect_err("too many");
+    assert!(msg(&err).starts_with("too many metadata items"), "{err:?}");
 }
 
 #[tokio::test]
