@@ -2,13 +2,13 @@
 //! (CONNECTIVITY.md §1.4–§1.6, coder/coder:coderd/agentapi), on the store and
 //! the log writer.
 //!
-//! - [`manifest`]: GetManifest.
-//! - [`lifecycle`]: UpdateStartup (semver, subsystems) and UpdateLifecycle
+//! - `manifest`: GetManifest.
+//! - `lifecycle`: UpdateStartup (semver, subsystems) and UpdateLifecycle
 //!   (`started_at`/`ready_at`).
-//! - [`logs`]: BatchCreateLogs (through `App::logs`, the one writer of agent
+//! - `logs`: BatchCreateLogs (through `App::logs`, the one writer of agent
 //!   logs), BatchUpdateMetadata, BatchUpdateAppHealths.
-//! - [`app_status`]: UpdateAppStatus, shared with `PATCH /me/app-status`.
-//! - [`sub_agents`]: ListSubAgents, and the create/delete logic whose RPCs
+//! - `app_status`: UpdateAppStatus, shared with `PATCH /me/app-status`.
+//! - `sub_agents`: ListSubAgents, and the create/delete logic whose RPCs
 //!   cannot be decoded yet.
 //! - here: the version gate, request limits, and the RPCs that only accept or
 //!   answer constants (UpdateStats, banners, resource monitoring, scripts,
