@@ -190,13 +190,9 @@ fn encode(message: impl Message) -> Vec<u8> {
 /// Decodes a request; bad bytes are a plain error naming the message.
 pub(crate) fn decode<M: Message + Default>(request: &[u8]) -> Result<M, RpcError> {
     M::decode(request).map_err(|e| {
-        RpcError::message(format!(
-            "invalid {} request: {e}",
-            std::any::type_name::<M>()
-                .rsplit("::")
-                .next()
-                .unwrap_or("protobuf")
-        ))
+        let name = std::any::type_name::<M>();
+        let name = name.rsplit("::").next().unwrap_or(name);
+        RpcError::message(format!("invalid request: decode {name}: {e}"))
     })
 }
 
