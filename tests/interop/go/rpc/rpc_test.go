@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -43,7 +44,7 @@ const (
 
 // dial is agentsdk's connectRPCVersion: WebSocket with the agent token header,
 // a binary NetConn, a yamux client with DefaultConfig, drpcsdk.MultiplexedConn.
-func dial(ctx context.Context, t *testing.T, e *harness.Env, token, version, role string) (drpc.Conn, *http.Response, error) {
+func dial(ctx context.Context, e *harness.Env, token, version, role string) (drpc.Conn, *http.Response, error) {
 	u := e.URL.JoinPath("/api/v2/workspaceagents/me/rpc")
 	q := u.Query()
 	q.Add("version", version)
@@ -60,19 +61,13 @@ func dial(ctx context.Context, t *testing.T, e *harness.Env, token, version, rol
 	conn.SetReadLimit(1 << 22)
 	netConn := websocket.NetConn(context.Background(), conn, websocket.MessageBinary)
 	cfg := yamux.DefaultConfig()
-	cfg.LogOutput = testWriter{t}
+	// yamux logs to stderr, not t.Log: its reader goroutine may log after the test returned.
+	cfg.LogOutput = os.Stderr
 	session, err := yamux.Client(netConn, cfg)
 	if err != nil {
 		return nil, res, fmt.Errorf("yamux client: %w", err)
 	}
 	return drpcsdk.MultiplexedConn(session), res, nil
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Logf("yamux: %s", strings.TrimSpace(string(p)))
-	return len(p), nil
 }
 
 // protoEncoding is the protobuf drpc.Encoding the generated clients use.
@@ -135,13 +130,13 @@ func TestDialRefusals(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	t.Run("bad token 401", func(t *testing.T) {
-		_, res, err := dial(ctx, t, e, "not-a-token", "2.10", "agent")
+		_, res, err := dial(ctx, e, "not-a-token", "2.10", "agent")
 		if err == nil || res == nil || res.StatusCode != http.StatusUnauthorized {
 			t.Fatalf("want 401, got res=%v err=%v", status(res), err)
 		}
 	})
 	t.Run("version 3.0 400", func(t *testing.T) {
-		_, res, err := dial(ctx, t, e, token, "3.0", "agent")
+		_, res, err := dial(ctx, e, token, "3.0", "agent")
 		if err == nil || res == nil || res.StatusCode != http.StatusBadRequest {
 			t.Fatalf("want 400, got res=%v err=%v", status(res), err)
 		}
@@ -161,7 +156,7 @@ func TestAgentRPC(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	conn, res, err := dial(ctx, t, e, token, "2.10", "agent")
+	conn, res, err := dial(ctx, e, token, "2.10", "agent")
 	if err != nil {
 		t.Fatalf("dial /me/rpc?version=2.10&role=agent: %v (HTTP %s)", err, status(res))
 	}
