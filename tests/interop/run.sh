@@ -17,6 +17,11 @@ set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
+# The Coder tag go.mod pins, stamped into the agent's buildinfo as Coder's
+# release build does (scripts/build_go.sh), so the agent reports it as its version.
+coder_version="$(awk '{for (i = 1; i < NF; i++) if ($i == "github.com/coder/coder/v2") { print $(i+1); exit }}' "$here/go/go.mod")"
+[ -n "$coder_version" ] || { echo "run.sh: no github.com/coder/coder/v2 in go/go.mod" >&2; exit 2; }
+ldflags="-ldflags=-X=github.com/coder/coder/v2/buildinfo.tag=${coder_version#v}"  # buildinfo adds the v
 
 if [ "${INTEROP_IN_NETNS:-}" != 1 ]; then
   # ---- outside the namespace: everything that needs a registry ----
@@ -36,7 +41,7 @@ if [ "${INTEROP_IN_NETNS:-}" != 1 ]; then
   [ -x "$APPLIANCE_BIN" ] || { echo "run.sh: $APPLIANCE_BIN is not an executable" >&2; exit 2; }
   echo "== go: download modules and compile the harness (no network inside the namespace)"
   start=$(date +%s)
-  (cd "$here/go" && go mod download && go test -count=1 -run '^$' ./... >/dev/null)
+  (cd "$here/go" && go mod download && go test -count=1 "$ldflags" -run '^$' ./... >/dev/null)
   echo "   compiled in $(( $(date +%s) - start ))s"
   export APPLIANCE_BIN INTEROP_IN_NETNS=1
   echo "== into a loopback-only network namespace"
@@ -132,12 +137,13 @@ export APPLIANCE_URL="$url"
 export APPLIANCE_USER_TOKEN="$user_token"
 export APPLIANCE_APPLY_JSON="$tmp/apply.json"
 export APPLIANCE_HEALTH_PORT="$health_port"
+export INTEROP_CODER_VERSION="$coder_version"
 export GOPROXY=off
 
 echo "== go test (Coder's clients and agent against appliance)"
 set +e
 # shellcheck disable=SC2086
-(cd "$here/go" && go test -count=1 -timeout "${INTEROP_GO_TIMEOUT:-10m}" ${INTEROP_GO_FLAGS:-} ./...)
+(cd "$here/go" && go test -count=1 "$ldflags" -timeout "${INTEROP_GO_TIMEOUT:-10m}" ${INTEROP_GO_FLAGS:-} ./...)
 rc=$?
 set -e
 echo "== server log: $log"

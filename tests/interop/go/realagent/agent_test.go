@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -85,6 +86,9 @@ func TestRealAgent(t *testing.T) {
 		})
 		t.Logf("agent: version=%s api_version=%s expanded_directory=%q subsystems=%v first_connected_at=%v",
 			got.Version, got.APIVersion, got.ExpandedDirectory, got.Subsystems, got.FirstConnectedAt)
+		if want := os.Getenv("INTEROP_CODER_VERSION"); want != "" && got.Version != want {
+			t.Errorf("version = %q, want %q (the agent's buildinfo tag)", got.Version, want)
+		}
 		if got.APIVersion != "2.10" {
 			t.Errorf("api_version = %q, want 2.10 (a v2.35 agent dials version=2.10)", got.APIVersion)
 		}
