@@ -16,7 +16,6 @@
 
 pub mod agent;
 pub mod client;
-pub mod tailnet;
 pub mod tailnet_service;
 
 use std::sync::Arc;
@@ -58,5 +57,5 @@ impl tailnet_service::TailnetPeer for Session {
 
 /// Both services' methods.
 pub fn router() -> Router<Session> {
-    tailnet::register(tailnet_service::register(agent::register(Router::new())))
+    tailnet_service::register(agent::register(Router::new()))
 }
