@@ -1,0 +1,1 @@
+//! `GET /api/v2/workspaceagents/me/rpc` against the real server.
