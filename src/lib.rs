@@ -51,3 +51,4 @@ pub(crate) mod sdk;
 pub(crate) mod server;
 pub mod sign_in;
 pub mod store;
+pub(crate) mod tailnet;

@@ -275,3 +275,130 @@ pub struct BuildInfoResponse {
     pub upgrade_message: String,
     pub deployment_id: String,
 }
+
+/// `tailcfg.DERPMap` as coderd writes it (`GET /api/v2/derp-map`, the
+/// `derp_map` of `/connection`): Go field names of Coder's tailscale fork,
+/// regions keyed by id, `omitempty` fields skipped when empty.
+#[derive(Debug, Clone, Serialize)]
+pub struct DerpMap {
+    #[serde(rename = "HomeParams", skip_serializing_if = "Option::is_none")]
+    pub home_params: Option<DerpHomeParams>,
+    #[serde(rename = "Regions")]
+    pub regions: std::collections::BTreeMap<i64, DerpRegion>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DerpHomeParams {
+    #[serde(
+        rename = "RegionScore",
+        skip_serializing_if = "std::collections::BTreeMap::is_empty"
+    )]
+    pub region_score: std::collections::BTreeMap<i64, f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DerpRegion {
+    #[serde(rename = "EmbeddedRelay")]
+    pub embedded_relay: bool,
+    #[serde(rename = "RegionID")]
+    pub region_id: i64,
+    #[serde(rename = "RegionCode")]
+    pub region_code: String,
+    #[serde(rename = "RegionName")]
+    pub region_name: String,
+    #[serde(rename = "Avoid", skip_serializing_if = "is_false")]
+    pub avoid: bool,
+    #[serde(rename = "Nodes")]
+    pub nodes: Vec<DerpNode>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DerpNode {
+    #[serde(rename = "Name")]
+    pub name: String,
+    #[serde(rename = "RegionID")]
+    pub region_id: i64,
+    #[serde(rename = "HostName")]
+    pub host_name: String,
+    #[serde(rename = "CertName", skip_serializing_if = "String::is_empty")]
+    pub cert_name: String,
+    #[serde(rename = "IPv4", skip_serializing_if = "String::is_empty")]
+    pub ipv4: String,
+    #[serde(rename = "IPv6", skip_serializing_if = "String::is_empty")]
+    pub ipv6: String,
+    #[serde(rename = "STUNPort", skip_serializing_if = "is_zero_i32")]
+    pub stun_port: i32,
+    #[serde(rename = "STUNOnly", skip_serializing_if = "is_false")]
+    pub stun_only: bool,
+    #[serde(rename = "DERPPort", skip_serializing_if = "is_zero_i32")]
+    pub derp_port: i32,
+    #[serde(rename = "InsecureForTests", skip_serializing_if = "is_false")]
+    pub insecure_for_tests: bool,
+    #[serde(rename = "ForceHTTP", skip_serializing_if = "is_false")]
+    pub force_http: bool,
+    #[serde(rename = "STUNTestIP", skip_serializing_if = "String::is_empty")]
+    pub stun_test_ip: String,
+    #[serde(rename = "CanPort80", skip_serializing_if = "is_false")]
+    pub can_port_80: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero_i32(v: &i32) -> bool {
+    *v == 0
+}
+
+impl From<&crate::rpc::proto::tailnet::DerpMap> for DerpMap {
+    fn from(m: &crate::rpc::proto::tailnet::DerpMap) -> DerpMap {
+        DerpMap {
+            home_params: m.home_params.as_ref().map(|h| DerpHomeParams {
+                region_score: h.region_score.clone(),
+            }),
+            regions: m
+                .regions
+                .iter()
+                .map(|(id, r)| {
+                    let region = DerpRegion {
+                        embedded_relay: r.embedded_relay,
+                        region_id: r.region_id,
+                        region_code: r.region_code.clone(),
+                        region_name: r.region_name.clone(),
+                        avoid: r.avoid,
+                        nodes: r
+                            .nodes
+                            .iter()
+                            .map(|n| DerpNode {
+                                name: n.name.clone(),
+                                region_id: n.region_id,
+                                host_name: n.host_name.clone(),
+                                cert_name: n.cert_name.clone(),
+                                ipv4: n.ipv4.clone(),
+                                ipv6: n.ipv6.clone(),
+                                stun_port: n.stun_port,
+                                stun_only: n.stun_only,
+                                derp_port: n.derp_port,
+                                insecure_for_tests: n.insecure_for_tests,
+                                force_http: n.force_http,
+                                stun_test_ip: n.stun_test_ip.clone(),
+                                can_port_80: n.can_port_80,
+                            })
+                            .collect(),
+                    };
+                    (*id, region)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `workspacesdk.AgentConnectionInfo` (`GET /workspaceagents/{id}/connection`).
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentConnectionInfo {
+    pub derp_map: DerpMap,
+    pub derp_force_websockets: bool,
+    pub disable_direct_connections: bool,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub hostname_suffix: String,
+}

@@ -49,6 +49,11 @@ pub struct App {
     /// long-lived streams (the reinit SSE stream, external-auth `listen`, log
     /// follow sockets) select on it and end.
     pub shutdown: CancellationToken,
+    /// The DERP map given to agents (manifest, StreamDERPMaps) and clients
+    /// (`/derp-map`, `/connection`); subscribers see every change.
+    pub derp_map: tokio::sync::watch::Sender<Arc<crate::rpc::proto::tailnet::DerpMap>>,
+    /// The tailnet coordinator: agents' and clients' nodes and tunnels.
+    pub coordinator: crate::tailnet::coordinator::Coordinator,
     /// Agents connected over `/me/rpc`, watched by the connection monitor.
     pub connections: Arc<connections::Connections>,
 }
@@ -71,6 +76,9 @@ impl App {
             i64::from(config.logs.max_bytes_per_agent),
         )?;
         let sign_ins = SignInWriter::start(store.clone())?;
+        let derp_map =
+            crate::tailnet::derp_map::from_config(&config, |p| std::fs::read_to_string(p))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         // Checked when the configuration was loaded; a failure here is a bug.
         let external_auth = config
             .external_auth
@@ -97,6 +105,8 @@ impl App {
             external_auth_state: Arc::default(),
             shutdown: CancellationToken::new(),
             connections: Arc::default(),
+            coordinator: Default::default(),
+            derp_map: tokio::sync::watch::Sender::new(Arc::new(derp_map)),
         })
     }
 

@@ -242,10 +242,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// (after printing) when the trust material cannot be loaded.
 fn check_config(loaded: &config::Loaded, out: &Printer) -> anyhow::Result<()> {
     let trust = trust_files::load(&loaded.config.identity);
+    let derp_map =
+        crate::tailnet::derp_map::from_config(&loaded.config, |p| std::fs::read_to_string(p));
     let now = OffsetDateTime::now_utc();
     match out.format {
         Output::Json => {
             let mut v = loaded.render_json();
+            match &derp_map {
+                Ok(map) => {
+                    v["derp_map"] =
+                        serde_json::to_value(crate::sdk::DerpMap::from(map)).unwrap_or_default()
+                }
+                Err(e) => v["derp_map_error"] = json!(e),
+            }
             match &trust {
                 Ok(t) => {
                     let (_, expiring) = trust_files::describe(&t.trust, now);
@@ -267,6 +276,43 @@ fn check_config(loaded: &config::Loaded, out: &Printer) -> anyhow::Result<()> {
             if !text.ends_with('\n') {
                 text.push('\n');
             }
+            text.push_str("\n# DERP map (what agents and clients are given)\n");
+            match &derp_map {
+                Ok(map) => {
+                    for region in map.regions.values() {
+                        text.push_str(&format!(
+                            "# region {} {:?} ({}){}\n",
+                            region.region_id,
+                            region.region_code,
+                            region.region_name,
+                            if region.embedded_relay {
+                                ", embedded: clients use their access URL"
+                            } else {
+                                ""
+                            }
+                        ));
+                        for n in &region.nodes {
+                            let what = if n.stun_only {
+                                format!("STUN {}:{}", n.host_name, n.stun_port)
+                            } else {
+                                format!(
+                                    "relay {}://{}:{}{}",
+                                    if n.force_http { "http" } else { "https" },
+                                    n.host_name,
+                                    n.derp_port,
+                                    if n.stun_port > 0 {
+                                        format!(", STUN :{}", n.stun_port)
+                                    } else {
+                                        String::new()
+                                    }
+                                )
+                            };
+                            text.push_str(&format!("#   {} {what}\n", n.name));
+                        }
+                    }
+                }
+                Err(e) => text.push_str(&format!("# error: {e}\n")),
+            }
             text.push_str("\n# instance-identity trust material\n");
             match &trust {
                 Ok(t) => {
@@ -286,6 +332,7 @@ fn check_config(loaded: &config::Loaded, out: &Printer) -> anyhow::Result<()> {
             out.text(&text);
         }
     }
+    derp_map.map_err(|e| anyhow::anyhow!(e))?;
     trust.map(|_| ())
 }
 

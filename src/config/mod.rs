@@ -57,8 +57,8 @@ pub use values::{format_duration, parse_duration};
 use layers::{RawDuration, RawExternalAuth};
 use schema::{Entry, settings};
 use values::{
-    check_http_url, parse_base_url, parse_bool, parse_duration_at_least, parse_int_in,
-    parse_log_format, parse_non_empty, parse_optional, parse_path, parse_path_list,
+    check_http_url, parse_base_url, parse_bool, parse_duration_at_least, parse_host_port_list,
+    parse_int_in, parse_log_format, parse_non_empty, parse_optional, parse_path, parse_path_list,
     parse_socket_addr, parse_ssh_keygen_algorithm, parse_synchronous, parse_url,
 };
 
@@ -109,6 +109,41 @@ settings! {
             file: Vec<RawExternalAuth>,
         },
         metrics: MetricsConfig,
+        derp: DerpConfig,
+    }
+
+    /// The DERP map clients and agents are given, and the embedded relay.
+    pub struct DerpConfig in RawDerp {
+        /// Serve the relay at `/derp` on this server and put it in the map.
+        embedded_relay: bool = key { default: "true", file: bool, parse: parse_bool },
+        /// The embedded relay's region (coderd's defaults: 999, `coder`).
+        region_id: u32 = key {
+            default: "999", file: i64, parse: |v| parse_int_in(v, 1, i32::MAX as u32),
+        },
+        region_code: String = key { default: "coder", file: String, parse: parse_non_empty },
+        region_name: String = key {
+            default: "Coder Embedded Relay", file: String, parse: parse_non_empty,
+        },
+        /// STUN servers (`host:port`) added to the embedded region; none by
+        /// default, as an air-gapped network has none to reach.
+        stun_addresses: Vec<String> = key {
+            default: "", file: Vec<String>, parse: parse_host_port_list,
+        },
+        /// A JSON DERP map (tailcfg.DERPMap, Go field names) of the operator's
+        /// own relays, merged with the embedded region. Read at start-up.
+        map_file: Option<PathBuf> = key {
+            default: "", file: String,
+            parse: |v| parse_optional(v, |s| Ok(PathBuf::from(s))),
+        },
+        /// Clients and agents connect only through relays, never directly
+        /// (STUN is then left out of the map).
+        disable_direct_connections: bool = key {
+            default: "false", file: bool, parse: parse_bool,
+        },
+        /// Clients and agents reach relays over WebSockets only.
+        force_websockets: bool = key { default: "false", file: bool, parse: parse_bool },
+        /// The suffix of workspace host names clients use (`<agent>.<workspace>.<owner>.<suffix>`).
+        hostname_suffix: String = key { default: "coder", file: String, parse: parse_non_empty },
     }
 
     /// Connections: how long a client may take, how many may be open, and

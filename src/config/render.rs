@@ -56,6 +56,11 @@ impl Render for Vec<PathBuf> {
             .into()
     }
 }
+impl Render for Vec<String> {
+    fn render(&self) -> serde_json::Value {
+        self.clone().into()
+    }
+}
 impl<T: Render> Render for Option<T> {
     const SECRET: bool = T::SECRET;
 

@@ -79,6 +79,33 @@ pub(super) fn parse_path_list(raw: &Raw) -> Result<Vec<PathBuf>, String> {
     Ok(items.into_iter().map(PathBuf::from).collect())
 }
 
+/// A list of `host:port` addresses: a TOML array, or one comma-separated
+/// string (environment); the empty string is the empty list.
+pub(super) fn parse_host_port_list(raw: &Raw) -> Result<Vec<String>, String> {
+    let items: Vec<String> = match raw {
+        Raw::List(l) => l.iter().map(|s| s.trim().to_owned()).collect(),
+        other => expect_str(other, "a list of host:port addresses")?
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect(),
+    };
+    for item in &items {
+        let port = item
+            .rsplit_once(':')
+            .map(|(host, port)| (host, port.parse::<u16>()));
+        match port {
+            Some((host, Ok(p))) if !host.is_empty() && p > 0 => {}
+            _ => {
+                return Err(format!(
+                    "{item:?} is not host:port, e.g. stun.example.internal:3478"
+                ));
+            }
+        }
+    }
+    Ok(items)
+}
+
 /// An optional string setting: empty means unset.
 pub(super) fn parse_optional<T>(
     raw: &Raw,

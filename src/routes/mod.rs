@@ -21,6 +21,7 @@ mod reinit;
 mod rpc;
 mod serve;
 mod session;
+mod tailnet;
 
 pub(crate) use serve::serve;
 
@@ -121,6 +122,18 @@ pub const ROUTES: &[Route] = &[
         allow: "GET",
     },
     Route {
+        template: "/api/v2/derp-map",
+        allow: "GET",
+    },
+    Route {
+        template: "/api/v2/workspaceagents/connection",
+        allow: "GET",
+    },
+    Route {
+        template: "/api/v2/workspaceagents/{workspaceagent}/connection",
+        allow: "GET",
+    },
+    Route {
         template: "/external-auth/{externalauth}",
         allow: "GET",
     },
@@ -158,6 +171,8 @@ pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
         .or(rpc::routes(app))
         .unify()
         .or(buildinfo::routes(app))
+        .unify()
+        .or(tailnet::routes(app))
         .unify()
         .or(logs::routes(app))
         .unify()

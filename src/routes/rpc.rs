@@ -162,7 +162,7 @@ async fn run<S>(
         keepalive_interval: app.config.agent.connection_update_interval,
         ..tokio_yamux::Config::default()
     };
-    let mut yamux = tokio_yamux::Session::new_server(WsIo::new(socket, last_seen.clone()), config);
+    let yamux = tokio_yamux::Session::new_server(WsIo::new(socket, last_seen.clone()), config);
     let registration = if monitored {
         let now = OffsetDateTime::now_utc();
         match app
@@ -193,35 +193,12 @@ async fn run<S>(
         .as_ref()
         .map(|r| r.end.clone())
         .unwrap_or_default();
-    let shutdown = app.shutdown.clone();
     let state = Session {
         app: app.clone(),
         agent: Arc::new(agent),
         version,
     };
-    let mut calls = JoinSet::new();
-    let why = loop {
-        tokio::select! {
-            next = yamux.next() => match next {
-                Some(Ok(stream)) => {
-                    let router = router.clone();
-                    let state = state.clone();
-                    calls.spawn(async move {
-                        if let Err(e) = drpc::serve(stream, &router, state).await {
-                            tracing::debug!(%agent_id, error = %e, "drpc stream ended with an error");
-                        }
-                    });
-                }
-                Some(Err(e)) => break format!("session error: {e}"),
-                None => break "closed by the agent".to_owned(),
-            },
-            Some(_) = calls.join_next(), if !calls.is_empty() => {}
-            _ = end.cancelled() => break "ended by the connection monitor".to_owned(),
-            _ = shutdown.cancelled() => break "server shutting down".to_owned(),
-        }
-    };
-    calls.abort_all();
-    drop(yamux);
+    let why = serve_session(yamux, router, state, end, app.shutdown.clone()).await;
     drop(registration);
     if monitored {
         let now = OffsetDateTime::now_utc();
@@ -234,6 +211,47 @@ async fn run<S>(
         }
     }
     tracing::info!(%agent_id, reason = %why, "agent disconnected");
+}
+
+/// Serves a yamux session until it ends: each stream the client opens gets a
+/// task running DRPC with `router` and a clone of `state`; the session is
+/// polled all along (streams ACKed at once). Ends when the client goes away,
+/// `end` or `shutdown` is cancelled; the stream tasks end with it. Returns
+/// why it ended, for the log.
+pub(crate) async fn serve_session<T, St>(
+    mut yamux: tokio_yamux::Session<T>,
+    router: Arc<Router<St>>,
+    state: St,
+    end: tokio_util::sync::CancellationToken,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> String
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    St: Clone + Send + Sync + 'static,
+{
+    let mut calls = JoinSet::new();
+    let why = loop {
+        tokio::select! {
+            next = yamux.next() => match next {
+                Some(Ok(stream)) => {
+                    let router = router.clone();
+                    let state = state.clone();
+                    calls.spawn(async move {
+                        if let Err(e) = drpc::serve(stream, &router, state).await {
+                            tracing::debug!(error = %e, "drpc stream ended with an error");
+                        }
+                    });
+                }
+                Some(Err(e)) => break format!("session error: {e}"),
+                None => break "closed by the client".to_owned(),
+            },
+            Some(_) = calls.join_next(), if !calls.is_empty() => {}
+            _ = end.cancelled() => break "ended by the server".to_owned(),
+            _ = shutdown.cancelled() => break "server shutting down".to_owned(),
+        }
+    };
+    calls.abort_all();
+    why
 }
 
 /// A WebSocket as a byte stream, as coder's `websocket.NetConn` makes it:

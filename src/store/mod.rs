@@ -23,6 +23,7 @@ pub mod lock;
 pub mod logs;
 pub mod migrate;
 pub mod stats;
+pub mod tailnet;
 pub mod users;
 pub mod workspaces;
 

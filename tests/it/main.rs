@@ -14,6 +14,7 @@ mod app_status;
 mod auth;
 mod bounds;
 mod cli;
+mod connection_info;
 mod connections;
 mod errors;
 mod external_auth;

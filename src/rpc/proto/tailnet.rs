@@ -9,13 +9,8 @@
 //! conventionally uses.
 //!
 //! Left out, because the design gives no field numbers for them:
-//! - `CoordinateResponse.peer_updates` (field 1) and its `PeerUpdate`
-//!   {id, node, kind, reason}; the `Kind` values are known (§1.7) and kept
-//!   here as [`PeerUpdateKind`];
 //! - PostTelemetry's request (`events`);
 //! - RefreshResumeToken's response {token, refresh_in, expires_at};
-//! - WorkspaceUpdates' request {workspace_owner_id} and its streamed
-//!   `WorkspaceUpdate`.
 //!
 //! No oneof: the design describes none, and `CoordinateRequest`'s fields are
 //! separate optional fields (one of them repeated).
@@ -182,13 +177,35 @@ pub mod coordinate_request {
     }
 }
 
-/// What the coordinator sends a peer on Coordinate. Only `error` (field 2):
-/// `peer_updates` (field 1) is left out, see the module doc. An error that
-/// starts with `ready for handshake error` is only a warning to an agent.
+/// What the coordinator sends a peer on Coordinate: peer updates, or an
+/// error (a peer overwritten by a newer connection, a refused request). An
+/// error that starts with `ready for handshake error` is only a warning to
+/// an agent.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct CoordinateResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub peer_updates: Vec<coordinate_response::PeerUpdate>,
     #[prost(string, tag = "2")]
     pub error: String,
+}
+
+/// `CoordinateResponse`'s nested message (field numbers checked against
+/// Coder's `tailnet.proto` by the Go harness).
+pub mod coordinate_response {
+    /// Another peer's node, or why it went away.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct PeerUpdate {
+        /// 16-byte UUID of the peer.
+        #[prost(bytes = "vec", tag = "1")]
+        pub id: Vec<u8>,
+        #[prost(message, optional, tag = "2")]
+        pub node: Option<super::Node>,
+        /// A [`super::PeerUpdateKind`].
+        #[prost(enumeration = "super::PeerUpdateKind", tag = "3")]
+        pub kind: i32,
+        #[prost(string, tag = "4")]
+        pub reason: String,
+    }
 }
 
 /// A peer update's kind (§1.7), for when `PeerUpdate` is added.
@@ -214,3 +231,65 @@ pub struct PostTelemetryResponse {}
 /// the module doc.)
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct RefreshResumeTokenRequest {}
+
+/// WorkspaceUpdates' request (`/tailnet`): whose workspaces.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WorkspaceUpdatesRequest {
+    /// 16-byte UUID.
+    #[prost(bytes = "vec", tag = "1")]
+    pub workspace_owner_id: Vec<u8>,
+}
+
+/// One WorkspaceUpdates message: what changed since the previous one (the
+/// first holds everything).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WorkspaceUpdate {
+    #[prost(message, repeated, tag = "1")]
+    pub upserted_workspaces: Vec<Workspace>,
+    #[prost(message, repeated, tag = "2")]
+    pub upserted_agents: Vec<Agent>,
+    #[prost(message, repeated, tag = "3")]
+    pub deleted_workspaces: Vec<Workspace>,
+    #[prost(message, repeated, tag = "4")]
+    pub deleted_agents: Vec<Agent>,
+}
+
+/// A workspace in a [`WorkspaceUpdate`].
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Workspace {
+    #[prost(bytes = "vec", tag = "1")]
+    pub id: Vec<u8>,
+    #[prost(string, tag = "2")]
+    pub name: String,
+    /// A [`WorkspaceStatus`].
+    #[prost(enumeration = "WorkspaceStatus", tag = "3")]
+    pub status: i32,
+}
+
+/// `Workspace.Status`: the workspace's state as its latest build leaves it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum WorkspaceStatus {
+    Unknown = 0,
+    Pending = 1,
+    Starting = 2,
+    Running = 3,
+    Stopping = 4,
+    Stopped = 5,
+    Failed = 6,
+    Canceling = 7,
+    Canceled = 8,
+    Deleting = 9,
+    Deleted = 10,
+}
+
+/// An agent in a [`WorkspaceUpdate`].
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Agent {
+    #[prost(bytes = "vec", tag = "1")]
+    pub id: Vec<u8>,
+    #[prost(string, tag = "2")]
+    pub name: String,
+    #[prost(bytes = "vec", tag = "3")]
+    pub workspace_id: Vec<u8>,
+}

@@ -768,6 +768,7 @@ fn every_tailnet_field_has_the_designs_number_and_wire_type() {
 
     let response = CoordinateResponse {
         error: "peer overwritten".into(),
+        ..Default::default()
     };
     assert_eq!(layout(&response.encode_to_vec()), [(2, LEN)]);
 }
@@ -979,6 +980,18 @@ fn every_message_round_trips() {
     roundtrip(&full_coordinate_request());
     roundtrip(&CoordinateResponse {
         error: "ready for handshake error: no tunnel".into(),
+        ..Default::default()
+    });
+    roundtrip(&CoordinateResponse {
+        peer_updates: vec![
+            crate::rpc::proto::tailnet::coordinate_response::PeerUpdate {
+                id: vec![7; 16],
+                node: Some(full_node()),
+                kind: 4,
+                reason: "add tunnel".into(),
+            },
+        ],
+        error: String::new(),
     });
 }
 
