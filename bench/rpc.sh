@@ -21,8 +21,8 @@
 #   NS=1000 WINDOW=20 bench/rpc.sh
 #   BIN=target/release/appliance bench/rpc.sh   # RL and SEED next to it in examples/
 #
-# The open-files limit is raised to 2 x N + 1000 (the server and the load
-# generator each hold N sockets) when the hard limit allows; the server's
+# The open-files limit (per process: the server and the load generator each
+# hold N sockets) is raised to N + 1000 when the hard limit allows; the server's
 # http.max_connections is raised to N + 1000 with
 # APPLIANCE_HTTP__MAX_CONNECTIONS. Needs cargo (unless BIN is given), python3
 # and timeout. Installs nothing. Prints a Markdown table.
@@ -44,7 +44,7 @@ for n in $NS; do
   [[ "$n" =~ ^[0-9]+$ ]] || die "NS holds whole numbers: $NS"
   (( n > max_n )) && max_n=$n
 done
-need=$(( 2 * max_n + 1000 ))
+need=$(( max_n + 1000 ))
 if (( $(ulimit -n) < need )); then
   ulimit -n "$need" 2>/dev/null || die "open-files limit $(ulimit -n) is below $need and cannot be raised (hard limit $(ulimit -Hn))"
 fi
@@ -124,7 +124,7 @@ build = "release" if "/release/" in binary else "non-release (" + binary + ")"
 print()
 print(f"{build} build, loopback, {cpus} CPU(s), server and load generator on the same machine")
 print()
-print("| sessions | held | ramp (s) | RSS before (MiB) | RSS held (MiB) | RSS per session (KiB) | server CPU | calls/s | log lines/s | GET agent p50 / p99 (ms) | BatchCreateLogs lines/s (p99 ms) | PATCH /me/logs lines/s (p99 ms) | errors |")
+print("| sessions | held | ramp (s) | RSS before (MiB) | RSS held (MiB) | RSS per session (KiB) | server CPU (load gen.) | calls/s answered (ok) | log lines/s | GET agent p50 / p99 (ms) | BatchCreateLogs lines/s (p99 ms) | PATCH /me/logs lines/s (p99 ms) | errors |")
 print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
 for n in ns:
     r = json.load(open(f"{tmp}/n{n}/load.json"))
@@ -132,7 +132,7 @@ for n in ns:
     if r["errors"]:
         errs += "; first: " + r["errors"][0].replace("|", "/")
     print(f"| {r['n']} | {r['held']} | {r['ramp_seconds']} | {r['rss_before_kib'] / 1024:.1f} | {r['rss_after_kib'] / 1024:.1f} | "
-          f"{r['rss_per_session_kib']} | {r['cpu_percent']}% | {r['calls_per_s']} | {r['log_lines_per_s']} | "
+          f"{r['rss_per_session_kib']} | {r['cpu_percent']}% ({r['load_cpu_percent']}%) | {r['calls_answered_per_s']} ({r['calls_per_s']}) | {r['log_lines_per_s']} | "
           f"{r['get_agent_p50_ms']} / {r['get_agent_p99_ms']} | {r['rpc_lines_per_s']:.0f} ({r['rpc_p99_ms']}) | "
           f"{r['patch_lines_per_s']:.0f} ({r['patch_p99_ms']}) | {errs} |")
 EOF

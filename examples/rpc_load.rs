@@ -27,7 +27,9 @@
 //! - RSS (VmRSS) before the first dial and SETTLE seconds after the last
 //!   start-up: the difference divided by the sessions held;
 //! - CPU (utime + stime) over a WINDOW-second window while the N sessions
-//!   tick, with the calls and log lines per second in that window;
+//!   tick, with the calls (answered, and of those successful) and log lines
+//!   per second in that window, and the load generator's own CPU (it shares
+//!   the machine);
 //! - `GET /api/v2/workspaceagents/{id}` from a separate client during the
 //!   window (one request at a time, 20 ms apart, over the N agents): p50/p99;
 //! - then ingestion side by side, COMPARE-SECONDS each, the N sessions still
@@ -495,6 +497,7 @@ async fn run(flags: Flags) -> Res<Value> {
         std::thread::spawn(move || probe_get_agent(base, api_key, ids, stop))
     };
     let cpu0 = cpu_ticks(pid)?;
+    let own0 = cpu_ticks(std::process::id())?;
     let (ok0, err0, lines0) = (
         get(&counters.calls_ok),
         get(&counters.calls_err),
@@ -504,6 +507,7 @@ async fn run(flags: Flags) -> Res<Value> {
     tokio::time::sleep(Duration::from_secs(window)).await;
     let secs = t0.elapsed().as_secs_f64();
     let cpu1 = cpu_ticks(pid)?;
+    let own1 = cpu_ticks(std::process::id())?;
     let (ok1, err1, lines1) = (
         get(&counters.calls_ok),
         get(&counters.calls_err),
@@ -654,7 +658,9 @@ async fn run(flags: Flags) -> Res<Value> {
         "fds_after": fds_after,
         "window_seconds": round(secs),
         "cpu_percent": round((cpu1 - cpu0) as f64 / clk_tck / secs * 100.0),
+        "load_cpu_percent": round((own1 - own0) as f64 / clk_tck / secs * 100.0),
         "calls_per_s": round((ok1 - ok0) as f64 / secs),
+        "calls_answered_per_s": round((ok1 - ok0 + err1 - err0) as f64 / secs),
         "call_errors_per_s": round((err1 - err0) as f64 / secs),
         "log_lines_per_s": round((lines1 - lines0) as f64 / secs),
         "get_agent_requests": get_took.len(),
