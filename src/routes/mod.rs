@@ -8,6 +8,7 @@
 mod agents;
 mod app_status;
 mod buildinfo;
+mod coordinate;
 pub(crate) mod error;
 mod external_auth;
 mod filters;
@@ -126,6 +127,14 @@ pub const ROUTES: &[Route] = &[
         allow: "GET",
     },
     Route {
+        template: "/api/v2/tailnet",
+        allow: "GET",
+    },
+    Route {
+        template: "/api/v2/workspaceagents/{workspaceagent}/coordinate",
+        allow: "GET",
+    },
+    Route {
         template: "/api/v2/workspaceagents/connection",
         allow: "GET",
     },
@@ -173,6 +182,8 @@ pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
         .or(buildinfo::routes(app))
         .unify()
         .or(tailnet::routes(app))
+        .unify()
+        .or(coordinate::routes(app))
         .unify()
         .or(logs::routes(app))
         .unify()

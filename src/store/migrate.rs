@@ -30,6 +30,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0005_external_auth_states",
         include_str!("migrations/0005_external_auth_states.sql"),
     ),
+    (
+        "0006_agent_metadata",
+        include_str!("migrations/0006_agent_metadata.sql"),
+    ),
 ];
 
 /// The schema version this binary writes.
