@@ -19,6 +19,7 @@
 #
 #   bench/rpc.sh
 #   NS=1000 WINDOW=20 bench/rpc.sh
+#   NS=10000 LOG_INTERVAL_MS=10000 bench/rpc.sh   # one log batch per agent per 10 s
 #   BIN=target/release/appliance bench/rpc.sh   # RL and SEED next to it in examples/
 #
 # The open-files limit (per process: the server and the load generator each
@@ -33,6 +34,7 @@ NS="${NS:-1000 10000}"
 RAMP="${RAMP:-400}"
 WINDOW="${WINDOW:-30}"
 COMPARE="${COMPARE:-10}"
+LOG_INTERVAL_MS="${LOG_INTERVAL_MS:-1000}"
 
 die() { echo "bench/rpc.sh: $*" >&2; exit 2; }
 
@@ -111,7 +113,7 @@ for n in $NS; do
   echo "N=$n: rpc_load (ramp $RAMP/s, window ${WINDOW}s, compare ${COMPARE}s)..." >&2
   timeout $(( n / RAMP + WINDOW + 2 * COMPARE + 300 )) "$RL" --base "http://$ADDR" \
     --agents "$dir/agents.json" --api-key "$dir/api_key" --pid "$SERVER_PID" --n "$n" \
-    --ramp "$RAMP" --window "$WINDOW" --compare-seconds "$COMPARE" --clk-tck "$CLK_TCK" \
+    --ramp "$RAMP" --window "$WINDOW" --log-interval-ms "$LOG_INTERVAL_MS" --compare-seconds "$COMPARE" --clk-tck "$CLK_TCK" \
     >"$dir/load.json" || { tail -n 20 "$dir/serve.log" >&2; die "rpc_load failed or timed out"; }
   cat "$dir/load.json" >&2
   stop_server
@@ -122,13 +124,14 @@ import json, sys
 tmp, cpus, binary, ns = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 build = "release" if "/release/" in binary else "non-release (" + binary + ")"
 print()
-print(f"{build} build, loopback, {cpus} CPU(s), server and load generator on the same machine")
+print(f"{build} build, loopback, {cpus} CPU(s), server and load generator on the same machine; "
+      f"1-min load average at the end {open('/proc/loadavg').read().split()[0]}")
 print()
 print("| sessions | held | ramp (s) | RSS before (MiB) | RSS held (MiB) | RSS per session (KiB) | server CPU (load gen.) | calls/s answered (ok) | log lines/s | GET agent p50 / p99 (ms) | BatchCreateLogs lines/s (p99 ms) | PATCH /me/logs lines/s (p99 ms) | errors |")
 print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
 for n in ns:
     r = json.load(open(f"{tmp}/n{n}/load.json"))
-    errs = f"{r['failed']} failed dials, {r['dropped']} dropped, {r['call_errors_per_s']} call errors/s"
+    errs = f"one log batch per {r['log_interval_ms']} ms per agent; {r['failed']} failed dials, {r['dropped']} dropped, {r['call_errors_per_s']} call errors/s"
     if r["errors"]:
         errs += "; first: " + r["errors"][0].replace("|", "/")
     print(f"| {r['n']} | {r['held']} | {r['ramp_seconds']} | {r['rss_before_kib'] / 1024:.1f} | {r['rss_after_kib'] / 1024:.1f} | "

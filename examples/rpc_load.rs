@@ -643,6 +643,7 @@ async fn run(flags: Flags) -> Res<Value> {
     Ok(json!({
         "n": n,
         "ramp_per_s": ramp,
+        "log_interval_ms": shared.plan.log_interval.as_millis() as u64,
         "ramp_seconds": round(ramp_seconds),
         "connected": get(&counters.connected),
         "ready": get(&counters.ready),
