@@ -695,3 +695,29 @@ async fn a_new_build_ends_the_old_agents_session() {
     .unwrap_err();
     assert_eq!(err.code, CallError::TRANSPORT, "{err}");
 }
+
+/// A manifest larger than two yamux windows (a 700 KiB start script): the
+/// server's answer stalls after about 512 KiB, as in
+/// `rpc_client_tests::large_responses_come_through`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "server bug: drpc::serve over tokio-yamux stalls on responses over ~512 KiB"]
+async fn a_manifest_over_512_kib_comes_through() {
+    let server = TestServer::start();
+    server.create_user("alice", "member");
+    let script = "x".repeat(700 << 10);
+    let manifest = format!(
+        "name = \"big\"\nowner = \"alice\"\n[[resources]]\nname = \"vm\"\ntype = \"t\"\n  [[resources.agents]]\n  name = \"main\"\n    [[resources.agents.scripts]]\n    display_name = \"Big\"\n    script = \"{script}\"\n    run_on_start = true\n"
+    );
+    let applied = server.apply(&manifest);
+    let token = agent(&applied, "main")["token"]
+        .as_str()
+        .expect("agent token")
+        .to_string();
+    let client = RpcClient::connect(&format!("http://{}", server.addr), &token, "2.10", None)
+        .await
+        .unwrap();
+    let got = within("a 700 KiB manifest", client.get_manifest())
+        .await
+        .unwrap();
+    assert_eq!(got.scripts[0].script.len(), 700 << 10);
+}
