@@ -175,19 +175,15 @@ async fn workspace_updates<S: TailnetPeer>(
             })?;
         let now = workspace_updates::state(rows);
         // The first message is sent even when the user has no workspace.
-        match workspace_updates::diff(&seen, &now) {
-            Some(update) => {
-                if sender.send(update.encode_to_vec()).await.is_err() {
-                    return Ok(());
-                }
-            }
-            None if first => {
-                let empty = crate::rpc::proto::tailnet::WorkspaceUpdate::default();
-                if sender.send(empty.encode_to_vec()).await.is_err() {
-                    return Ok(());
-                }
-            }
-            None => {}
+        let update = match workspace_updates::diff(&seen, &now) {
+            Some(update) => Some(update),
+            None if first => Some(crate::rpc::proto::tailnet::WorkspaceUpdate::default()),
+            None => None,
+        };
+        if let Some(update) = update
+            && sender.send(update.encode_to_vec()).await.is_err()
+        {
+            return Ok(());
         }
         seen = now;
         first = false;

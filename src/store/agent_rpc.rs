@@ -125,6 +125,8 @@ pub fn sub_agents(conn: &Connection, parent_id: Uuid) -> Result<Vec<SubAgentRow>
 /// What a new sub-agent is made of.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewSubAgent<'a> {
+    /// The id the agent chose (2.8+), or a new one.
+    pub id: Option<Uuid>,
     pub name: &'a str,
     pub directory: &'a str,
     pub architecture: &'a str,
@@ -172,7 +174,7 @@ pub fn insert_sub_agent(
             "an agent may have at most {max} sub-agents"
         )));
     }
-    let id = Uuid::new_v4();
+    let id = new.id.unwrap_or_else(Uuid::new_v4);
     conn.prepare_cached(
         "INSERT INTO workspace_agents (id, resource_id, parent_id, name, auth, created_at, updated_at,
              architecture, operating_system, directory)

@@ -3,10 +3,10 @@
 //! apps with their health checks, scripts with their log sources, metadata
 //! descriptions, the motd file, and `parent_id` for a sub-agent only.
 //!
+//! The DERP map and the connection settings (`disable_direct_connections`,
+//! `derp_force_websockets`) are the deployment's (`[derp]`, `App::derp_map`).
+//!
 //! Not filled yet:
-//! - `derp_map`: an empty map. The tailnet work provides the real one; the
-//!   hook is [`derp_map`], to be replaced by
-//!   `crate::agentapi::tailnet::derp_map(&app)` once that exists.
 //! - `vs_code_port_proxy_uri` and apps' `subdomain_name`: empty (no wildcard
 //!   access URL is configured).
 //! - `devcontainers` and `secrets`: empty.
@@ -23,10 +23,9 @@ use crate::rpc::proto::agent::{AppHealth, Manifest, WorkspaceAgentScript, Worksp
 use crate::rpc::proto::tailnet::DerpMap;
 use crate::store::{self, StoreError};
 
-/// The DERP map sent in the manifest: empty until the tailnet work provides
-/// `crate::agentapi::tailnet::derp_map(&app)`.
-pub fn derp_map(_app: &App) -> DerpMap {
-    DerpMap::default()
+/// The DERP map sent in the manifest: the deployment's, as now.
+pub fn derp_map(app: &App) -> DerpMap {
+    app.derp_map.borrow().as_ref().clone()
 }
 
 /// An app's health column as the proto enum.
@@ -127,8 +126,8 @@ pub async fn get_manifest(session: &Session) -> Result<Manifest, RpcError> {
         directory: agent.directory,
         vs_code_port_proxy_uri: String::new(),
         motd_path: agent.motd_file,
-        disable_direct_connections: false,
-        derp_force_websockets: false,
+        disable_direct_connections: session.app.config.derp.disable_direct_connections,
+        derp_force_websockets: session.app.config.derp.force_websockets,
         derp_map: Some(derp_map(&session.app)),
         scripts,
         apps,

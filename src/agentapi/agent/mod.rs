@@ -30,7 +30,6 @@
 
 // Nothing outside the tests calls `agentapi::router()` until the `/me/rpc`
 // transport (`routes`) serves it.
-#![cfg_attr(not(test), allow(dead_code))]
 
 pub mod app_status;
 pub mod lifecycle;
@@ -54,11 +53,6 @@ use crate::rpc::proto::methods::{self, agent as rpc};
 use crate::rpc::proto::{Duration, Timestamp};
 use crate::store::StoreError;
 
-/// How often the agent reports stats (UpdateStats' `report_interval`):
-/// coderd's deployment default. Should become the configuration key
-/// `agent.stats_report_interval`.
-pub const STATS_REPORT_INTERVAL: StdDuration = StdDuration::from_secs(30);
-
 /// GetResourcesMonitoringConfiguration: coderd's datapoints per push and
 /// collection interval.
 pub const MONITORING_DATAPOINTS: i32 = 20;
@@ -79,12 +73,12 @@ pub fn register(router: Router<Session>) -> Router<Session> {
         decode_small::<pb::GetServiceBannerRequest>(&req)?;
         Ok(encode(pb::ServiceBanner::default()))
     });
-    let r = add(r, rpc::UPDATE_STATS, |_, req| async move {
+    let r = add(r, rpc::UPDATE_STATS, |s, req| async move {
         // Stats are accepted and dropped; the first call only asks for the
-        // interval.
+        // interval (`agent.stats_report_interval`).
         decode::<()>(&req)?;
         Ok(encode(pb::UpdateStatsResponse {
-            report_interval: Some(duration(STATS_REPORT_INTERVAL)),
+            report_interval: Some(duration(s.app.config.agent.stats_report_interval)),
         }))
     });
     let r = add(r, rpc::UPDATE_LIFECYCLE, |s, req| async move {
@@ -132,13 +126,14 @@ pub fn register(router: Router<Session>) -> Router<Session> {
         let req = decode_small::<pb::ReportConnectionRequest>(&req)?;
         report_connection(&s, req).map(encode)
     });
-    let r = add(r, rpc::CREATE_SUB_AGENT, |_, req| async move {
-        decode::<()>(&req)?;
-        Err::<Vec<u8>, _>(sub_agents::create_not_decodable())
+    let r = add(r, rpc::CREATE_SUB_AGENT, |s, req| async move {
+        let req = decode_small::<pb::CreateSubAgentRequest>(&req)?;
+        sub_agents::create_rpc(&s, req).await.map(encode)
     });
-    let r = add(r, rpc::DELETE_SUB_AGENT, |_, req| async move {
-        decode::<()>(&req)?;
-        Err::<Vec<u8>, _>(sub_agents::delete_not_decodable())
+    let r = add(r, rpc::DELETE_SUB_AGENT, |s, req| async move {
+        let req = decode_small::<pb::DeleteSubAgentRequest>(&req)?;
+        sub_agents::delete_rpc(&s, req).await?;
+        Ok(encode(()))
     });
     let r = add(r, rpc::LIST_SUB_AGENTS, |s, req| async move {
         decode::<()>(&req)?;

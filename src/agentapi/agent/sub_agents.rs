@@ -4,12 +4,10 @@
 //! - ListSubAgents answers this agent's live children, each with its name
 //!   and id. `auth_token` is left empty: appliance keeps only token digests
 //!   (coderd stores the token itself and sends it back).
-//! - Creating and deleting are implemented ([`create`], [`delete`]) but the
-//!   RPCs cannot call them yet: the design gives no field numbers for
-//!   CreateSubAgentRequest/Response or DeleteSubAgentRequest, so both RPCs
-//!   answer a clear error instead of guessing (the agent's container API
-//!   only logs it). Wiring them is a decode and an encode once the numbers
-//!   are transcribed into `rpc::proto::agent`.
+//! - CreateSubAgent makes a child row with a fresh token (returned once, in
+//!   the response) and the id the agent chose, if any. Apps are not made for
+//!   sub-agents: each requested app is answered with an app creation error.
+//! - DeleteSubAgent removes a child of this agent only.
 
 use uuid::Uuid;
 
@@ -56,6 +54,7 @@ pub struct Created {
 /// follows coderd's agent name rule and must be free in the build.
 pub async fn create(
     session: &Session,
+    id: Option<Uuid>,
     name: &str,
     directory: &str,
     architecture: &str,
@@ -87,6 +86,7 @@ pub async fn create(
                 tx,
                 parent,
                 &NewSubAgent {
+                    id,
                     name: &name,
                     directory: &directory,
                     architecture: &architecture,
@@ -132,14 +132,57 @@ pub async fn delete(session: &Session, id: Uuid) -> Result<(), RpcError> {
     }
 }
 
-/// CreateSubAgent's answer until its messages are transcribed.
-pub fn create_not_decodable() -> RpcError {
-    RpcError::message(
-        "CreateSubAgent is not supported: its request and response fields are not transcribed yet",
+/// CreateSubAgent: the request decoded, the child made, its apps refused.
+pub async fn create_rpc(
+    session: &Session,
+    req: crate::rpc::proto::agent::CreateSubAgentRequest,
+) -> Result<crate::rpc::proto::agent::CreateSubAgentResponse, RpcError> {
+    use crate::rpc::proto::agent::create_sub_agent_response::AppCreationError;
+    let id = match &req.id {
+        Some(bytes) => Some(Uuid::from_slice(bytes).map_err(|_| {
+            RpcError::message(format!(
+                "parse agent id: invalid UUID (got {} bytes)",
+                bytes.len()
+            ))
+        })?),
+        None => None,
+    };
+    let created = create(
+        session,
+        id,
+        &req.name,
+        &req.directory,
+        &req.architecture,
+        &req.operating_system,
     )
+    .await?;
+    let app_creation_errors = (0..req.apps.len())
+        .map(|i| AppCreationError {
+            index: i32::try_from(i).unwrap_or(i32::MAX),
+            field: None,
+            error: "apps are not supported for sub-agents by this server".to_owned(),
+        })
+        .collect();
+    Ok(crate::rpc::proto::agent::CreateSubAgentResponse {
+        agent: Some(SubAgent {
+            name: created.agent.name,
+            id: created.agent.id.as_bytes().to_vec(),
+            auth_token: created.auth_token.into_bytes(),
+        }),
+        app_creation_errors,
+    })
 }
 
-/// DeleteSubAgent's answer until its request is transcribed.
-pub fn delete_not_decodable() -> RpcError {
-    RpcError::message("DeleteSubAgent is not supported: its request fields are not transcribed yet")
+/// DeleteSubAgent: the id decoded and the child removed.
+pub async fn delete_rpc(
+    session: &Session,
+    req: crate::rpc::proto::agent::DeleteSubAgentRequest,
+) -> Result<(), RpcError> {
+    let id = Uuid::from_slice(&req.id).map_err(|_| {
+        RpcError::message(format!(
+            "parse agent id: invalid UUID (got {} bytes)",
+            req.id.len()
+        ))
+    })?;
+    delete(session, id).await
 }

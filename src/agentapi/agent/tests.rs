@@ -214,7 +214,12 @@ async fn get_manifest_from_the_store() {
         Some("bar")
     );
     assert_eq!(m.environment_variables.len(), 2);
-    assert_eq!(m.derp_map, Some(Default::default()));
+    assert_eq!(
+        m.derp_map.as_ref(),
+        Some(h.app.derp_map.borrow().as_ref()),
+        "the deployment's DERP map"
+    );
+    assert_eq!(m.derp_map.as_ref().map(|d| d.regions.len()), Some(1));
     assert_eq!(m.parent_id, None);
     assert!(m.devcontainers.is_empty());
     let metadata: Vec<_> = m
@@ -982,9 +987,16 @@ async fn sub_agents_list_create_and_delete() {
     assert_eq!(listed, vec![("sub".to_string(), id_bytes(h.sub.id))]);
 
     let session = h.main_session();
-    let created = sub_agents::create(&session, "devcontainer", "/workspaces/x", "amd64", "linux")
-        .await
-        .expect("created");
+    let created = sub_agents::create(
+        &session,
+        None,
+        "devcontainer",
+        "/workspaces/x",
+        "amd64",
+        "linux",
+    )
+    .await
+    .expect("created");
     assert_eq!(created.agent.name, "devcontainer");
     let by_token = h
         .app
@@ -1003,19 +1015,20 @@ async fn sub_agents_list_create_and_delete() {
     let listed = names(h.call(rpc::LIST_SUB_AGENTS, b"").await.expect("list"));
     assert_eq!(listed.len(), 2);
 
-    let err = sub_agents::create(&session, "Main", "", "", "")
+    let err = sub_agents::create(&session, None, "Main", "", "", "")
         .await
         .expect_err("name taken");
     assert!(
         msg(&err).contains("already exists in this workspace build"),
         "{err:?}"
     );
-    let err = sub_agents::create(&session, "bad_name", "", "", "")
+    let err = sub_agents::create(&session, None, "bad_name", "", "", "")
         .await
         .expect_err("bad name");
     assert!(msg(&err).contains("does not match regex"), "{err:?}");
     let err = sub_agents::create(
         &h.session(&h.sub, Version::new(2, 10)),
+        None,
         "deeper",
         "",
         "",
@@ -1050,11 +1063,48 @@ async fn sub_agents_list_create_and_delete() {
         .expect("read");
     assert_eq!(gone, None);
 
-    // The RPCs whose fields are not transcribed say so.
-    for name in [rpc::CREATE_SUB_AGENT, rpc::DELETE_SUB_AGENT] {
-        let err = h.call(name, b"").await.expect_err(name);
-        assert!(msg(&err).contains("not transcribed"), "{err:?}");
-    }
+    // Through the RPCs: a pre-chosen id, a token, apps refused one by one.
+    let chosen = uuid::Uuid::new_v4();
+    let req = pb::CreateSubAgentRequest {
+        name: "rpc-made".into(),
+        directory: "/w".into(),
+        architecture: "amd64".into(),
+        operating_system: "linux".into(),
+        apps: vec![pb::create_sub_agent_request::App { slug: "web".into() }],
+        id: Some(chosen.as_bytes().to_vec()),
+    };
+    let resp = pb::CreateSubAgentResponse::decode(
+        h.call(rpc::CREATE_SUB_AGENT, &req.encode_to_vec())
+            .await
+            .expect("create"),
+    )
+    .expect("decode");
+    let agent = resp.agent.expect("agent");
+    assert_eq!(agent.id, chosen.as_bytes().to_vec());
+    assert_eq!(agent.name, "rpc-made");
+    let token = String::from_utf8(agent.auth_token).expect("utf-8 token");
+    assert!(uuid::Uuid::parse_str(&token).is_ok(), "{token}");
+    assert_eq!(resp.app_creation_errors.len(), 1);
+    assert_eq!(resp.app_creation_errors[0].index, 0);
+    let del = pb::DeleteSubAgentRequest {
+        id: chosen.as_bytes().to_vec(),
+    };
+    h.call(rpc::DELETE_SUB_AGENT, &del.encode_to_vec())
+        .await
+        .expect("delete");
+    let err = h
+        .call(rpc::DELETE_SUB_AGENT, &del.encode_to_vec())
+        .await
+        .expect_err("gone");
+    assert!(msg(&err).contains("not a child"), "{err:?}");
+    let err = h
+        .call(
+            rpc::DELETE_SUB_AGENT,
+            &pb::DeleteSubAgentRequest { id: vec![1, 2] }.encode_to_vec(),
+        )
+        .await
+        .expect_err("short id");
+    assert!(msg(&err).contains("2 bytes"), "{err:?}");
 }
 
 #[tokio::test]
