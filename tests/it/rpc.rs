@@ -700,7 +700,6 @@ async fn a_new_build_ends_the_old_agents_session() {
 /// server's answer stalls after about 512 KiB, as in
 /// `rpc_client_tests::large_responses_come_through`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "server bug: drpc::serve over tokio-yamux stalls on responses over ~512 KiB"]
 async fn a_manifest_over_512_kib_comes_through() {
     let server = TestServer::start();
     server.create_user("alice", "member");

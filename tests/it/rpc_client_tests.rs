@@ -129,7 +129,6 @@ async fn responses_up_to_a_window_come_through() {
 /// update (one wake-up registered by its last read) a response over about
 /// 512 KiB never ends.
 #[tokio::test]
-#[ignore = "server bug: drpc::serve over tokio-yamux stalls on responses over ~512 KiB"]
 async fn large_responses_come_through() {
     let client = pair();
     for size in [600 << 10, 3 << 20] {
