@@ -34,6 +34,22 @@ pub struct Session {
     pub agent: Arc<AgentRow>,
     /// The `version` query parameter (2.0 when missing).
     pub version: Version,
+    /// The agent's logs overflowed (as read at connect, or as a batch of this
+    /// session found): BatchCreateLogs answers `log_limit_exceeded` at once.
+    pub logs_overflowed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Session {
+    /// A session of `agent` at `version`.
+    pub fn new(app: App, agent: AgentRow, version: Version) -> Session {
+        let overflowed = agent.logs_overflowed;
+        Session {
+            app,
+            agent: Arc::new(agent),
+            version,
+            logs_overflowed: Arc::new(overflowed.into()),
+        }
+    }
 }
 
 /// An agent is a tailnet peer under its own id, and may not open tunnels.
