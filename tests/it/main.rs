@@ -37,6 +37,7 @@ mod rpc;
 mod rpc_client;
 mod rpc_client_tests;
 mod systemd;
+mod tailnet_coordination;
 mod tokens;
 mod wire;
 mod workspaces;

@@ -181,9 +181,14 @@ impl RpcClient {
         version: &str,
         role: Option<&str>,
     ) -> Result<RpcClient, ConnectError> {
-        let mut request = rpc_url(base_url, version, role).into_client_request()?;
-        let token =
-            HeaderValue::from_str(agent_token).map_err(|e| ConnectError::Other(e.to_string()))?;
+        RpcClient::connect_url(&rpc_url(base_url, version, role), agent_token).await
+    }
+
+    /// Dials any route of the same stack (`/coordinate`, `/tailnet`: a
+    /// `ws://` URL) with `token` in `Coder-Session-Token`.
+    pub async fn connect_url(url: &str, token: &str) -> Result<RpcClient, ConnectError> {
+        let mut request = url.into_client_request()?;
+        let token = HeaderValue::from_str(token).map_err(|e| ConnectError::Other(e.to_string()))?;
         request.headers_mut().insert("Coder-Session-Token", token);
         // Small buffers: a load generator holds thousands of these.
         let config = WebSocketConfig::default()
