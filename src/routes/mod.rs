@@ -8,6 +8,7 @@
 mod agents;
 mod app_status;
 mod buildinfo;
+mod derp;
 pub(crate) mod error;
 mod external_auth;
 mod filters;
@@ -134,6 +135,14 @@ pub const ROUTES: &[Route] = &[
         allow: "GET",
     },
     Route {
+        template: "/derp",
+        allow: "GET",
+    },
+    Route {
+        template: "/derp/latency-check",
+        allow: "GET",
+    },
+    Route {
         template: "/external-auth/{externalauth}",
         allow: "GET",
     },
@@ -173,6 +182,8 @@ pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
         .or(buildinfo::routes(app))
         .unify()
         .or(tailnet::routes(app))
+        .unify()
+        .or(derp::routes(app))
         .unify()
         .or(logs::routes(app))
         .unify()

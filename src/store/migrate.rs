@@ -30,6 +30,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0005_external_auth_states",
         include_str!("migrations/0005_external_auth_states.sql"),
     ),
+    (
+        "0007_derp_key",
+        include_str!("migrations/0007_derp_key.sql"),
+    ),
 ];
 
 /// The schema version this binary writes.
