@@ -16,6 +16,7 @@ mod bounds;
 mod cli;
 mod connection_info;
 mod connections;
+mod derp;
 mod errors;
 mod external_auth;
 mod gitsshkey;
