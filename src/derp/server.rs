@@ -63,6 +63,10 @@ const WRITE_KEEP: usize = 16 << 10;
 const PEER_GONE_DEPTH: usize = 1024;
 /// Key-map shards (by the key's first byte).
 const SHARDS: usize = 64;
+/// A reader's record of destinations is pruned from this size on.
+const SENT_TO_PRUNE: usize = 1024;
+/// An idle writer lets go of queues that grew beyond this many entries.
+const QUEUE_KEEP: usize = 64;
 
 /// The relay's timings and bounds; [`Limits::default`] is Go's (coder's
 /// fork: 512 packets per queue).
@@ -177,7 +181,7 @@ impl Pending {
 /// What happened to a packet handed to an outbox.
 #[derive(Debug, PartialEq, Eq)]
 enum Queued {
-    Queued,
+    Added,
     /// Queued, after dropping the oldest packet of a full queue.
     DroppedOldest,
     /// The connection is ending; the packet was dropped.
@@ -227,7 +231,7 @@ impl Outbox {
             if dropped {
                 Queued::DroppedOldest
             } else {
-                Queued::Queued
+                Queued::Added
             }
         })
     }
@@ -342,6 +346,8 @@ struct ReaderState {
     /// Destinations this connection sent to, with their connection number.
     sent_to: HashMap<Key, u64>,
     last_dst: Option<(Key, u64)>,
+    /// `sent_to` is pruned when it reaches this size.
+    prune_at: usize,
     not_here: Bucket,
 }
 
@@ -450,6 +456,7 @@ impl Relay {
         let mut state = ReaderState {
             sent_to: HashMap::new(),
             last_dst: None,
+            prune_at: SENT_TO_PRUNE,
             not_here: Bucket::new(),
         };
         let read = tokio::select! {
@@ -620,9 +627,17 @@ impl Relay {
         if state.last_dst != Some((dst, to.conn)) {
             state.sent_to.insert(dst, to.conn);
             state.last_dst = Some((dst, to.conn));
+            if state.sent_to.len() >= state.prune_at {
+                // Forget destinations that have left since (a long-lived
+                // connection meets many short-lived peers).
+                state
+                    .sent_to
+                    .retain(|k, conn| self.active(k).is_some_and(|c| c.conn == *conn));
+                state.prune_at = (2 * state.sent_to.len()).max(SENT_TO_PRUNE);
+            }
         }
         match to.outbox.push_packet(me.key, packet) {
-            Queued::Queued => {
+            Queued::Added => {
                 me.sent.fetch_add(1, Ordering::Relaxed);
             }
             Queued::DroppedOldest => {
@@ -816,6 +831,14 @@ async fn write_frames<W: AsyncWrite + Unpin>(
             if out.capacity() > WRITE_KEEP {
                 *out = Vec::new();
             }
+        }
+        if batch.data.capacity() > QUEUE_KEEP
+            || batch.disco.capacity() > QUEUE_KEEP
+            || batch.peer_gone.capacity() > QUEUE_KEEP
+        {
+            // The outbox gets these back on the next take: after a burst,
+            // two idle turns leave both sets small.
+            batch = Pending::default();
         }
         tokio::select! {
             biased;
