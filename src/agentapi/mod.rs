@@ -9,12 +9,14 @@
 //! - `agent`: `coder.agent.v2.Agent` (manifest, startup, lifecycle, logs,
 //!   metadata, app health, stats, banners, scripts, app status, sub-agents,
 //!   connection reports).
-//! - `tailnet`: `coder.tailnet.v2.Tailnet` as an agent uses it (its node
-//!   updates kept for the coordinator, the DERP map stream, resume tokens,
-//!   telemetry).
+//! - `tailnet_service`: `coder.tailnet.v2.Tailnet` for every kind of peer
+//!   (agents here, clients through `client`): the DERP map stream, the
+//!   coordinator stream, resume tokens, telemetry, workspace updates.
+//! - `client`: a client's session on `/coordinate` and `/tailnet`.
 
 pub mod agent;
-pub mod tailnet;
+pub mod client;
+pub mod tailnet_service;
 
 use std::sync::Arc;
 
@@ -34,7 +36,26 @@ pub struct Session {
     pub version: Version,
 }
 
+/// An agent is a tailnet peer under its own id, and may not open tunnels.
+impl tailnet_service::TailnetPeer for Session {
+    fn app(&self) -> &App {
+        &self.app
+    }
+    fn version(&self) -> Version {
+        self.version
+    }
+    fn peer_id(&self) -> uuid::Uuid {
+        self.agent.id
+    }
+    fn coordinate_auth(&self) -> crate::tailnet::coordinator::Auth {
+        crate::tailnet::coordinator::Auth::Agent(self.agent.id)
+    }
+    fn user(&self) -> Option<(uuid::Uuid, crate::auth::Role)> {
+        None
+    }
+}
+
 /// Both services' methods.
 pub fn router() -> Router<Session> {
-    tailnet::register(agent::register(Router::new()))
+    tailnet_service::register(agent::register(Router::new()))
 }

@@ -264,7 +264,14 @@ impl Metrics {
     }
 
     /// The exposition text. `live_agents` is `None` when it could not be read.
-    pub fn render(&self, live_agents: Option<i64>, database_bytes: u64) -> String {
+    /// `connected` is (agents connected over `/me/rpc`, tailnet peers
+    /// coordinating: agents and clients).
+    pub fn render(
+        &self,
+        live_agents: Option<i64>,
+        database_bytes: u64,
+        connected: (usize, usize),
+    ) -> String {
         let mut out = String::with_capacity(8 * 1024);
         let w = &mut out;
         header(w, "appliance_build_info", "gauge", "The running version.");
@@ -386,6 +393,20 @@ impl Metrics {
         }
         header(
             w,
+            "appliance_agents_connected",
+            "gauge",
+            "Agent connections open on /me/rpc (monitored sessions).",
+        );
+        line(w, "appliance_agents_connected", &[], connected.0 as u64);
+        header(
+            w,
+            "appliance_tailnet_peers",
+            "gauge",
+            "Peers on the tailnet coordinator (agents and clients).",
+        );
+        line(w, "appliance_tailnet_peers", &[], connected.1 as u64);
+        header(
+            w,
             "appliance_streams_open",
             "gauge",
             "Open long-lived streams (log-follow WebSockets, server-sent events).",
@@ -491,7 +512,7 @@ mod tests {
         m.record_request(r, 200, Duration::from_micros(300));
         m.record_request(r, 200, Duration::from_millis(3));
         m.record_request(r, 503, Duration::from_secs(20));
-        let text = m.render(Some(2), 4096);
+        let text = m.render(Some(2), 4096, (1, 3));
         let b = |le: &str| {
             value(
                 &text,
@@ -537,7 +558,7 @@ mod tests {
         }
         m.record_request("/api/v2/workspaceagents/me/manifest", 200, Duration::ZERO);
         m.record_request("/api/v2/workspaceagents/me/manifest", 401, Duration::ZERO);
-        let text = m.render(None, 0);
+        let text = m.render(None, 0, (0, 0));
         assert_eq!(
             value(
                 &text,
@@ -584,7 +605,7 @@ mod tests {
             m.sign_in("google", outcome);
         }
         m.sign_in("nowhere", Success);
-        let text = m.render(None, 0);
+        let text = m.render(None, 0, (0, 0));
         let v = |outcome: &str| {
             value(
                 &text,
@@ -610,12 +631,12 @@ mod tests {
         let a = m.stream_opened(Stream::WebSocket);
         let b = m.stream_opened(Stream::WebSocket);
         drop(a);
-        let text = m.render(None, 0);
+        let text = m.render(None, 0, (0, 0));
         assert!(text.contains("appliance_streams_open{kind=\"websocket\"} 1\n"));
         assert!(text.contains("appliance_streams_open{kind=\"sse\"} 0\n"));
         drop(b);
         assert!(
-            m.render(None, 0)
+            m.render(None, 0, (0, 0))
                 .contains("appliance_streams_open{kind=\"websocket\"} 0\n")
         );
     }

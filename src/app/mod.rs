@@ -52,6 +52,9 @@ pub struct App {
     /// The DERP map given to agents (manifest, StreamDERPMaps) and clients
     /// (`/derp-map`, `/connection`); subscribers see every change.
     pub derp_map: tokio::sync::watch::Sender<Arc<crate::rpc::proto::tailnet::DerpMap>>,
+    /// Signs resume tokens (a new key per process start: after a restart,
+    /// clients coordinate under a fresh peer id).
+    pub resume_key: crate::tailnet::resume::Key,
     /// The tailnet coordinator: agents' and clients' nodes and tunnels.
     pub coordinator: crate::tailnet::coordinator::Coordinator,
     /// Agents connected over `/me/rpc`, watched by the connection monitor.
@@ -109,6 +112,7 @@ impl App {
             shutdown: CancellationToken::new(),
             connections: Arc::default(),
             coordinator: Default::default(),
+            resume_key: crate::tailnet::resume::Key::random(),
             derp_map: tokio::sync::watch::Sender::new(Arc::new(derp_map)),
             derp,
         })

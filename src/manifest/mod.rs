@@ -1,9 +1,9 @@
 //! Workspace manifests: what an operator writes instead of a Coder template.
 //!
 //! A manifest (TOML, or JSON) names a workspace, its owner, and its resources
-//! with their agents, apps, scripts and sub-agents: the same things a Coder
-//! template's `coder_agent`, `coder_app`, `coder_script` and
-//! `coder_agent_instance` resources carry. [`parse`] checks everything and
+//! with their agents, apps, scripts, metadata and sub-agents: the same things
+//! a Coder template's `coder_agent` (with its `metadata` blocks), `coder_app`,
+//! `coder_script` and `coder_agent_instance` resources carry. [`parse`] checks everything and
 //! returns a [`Workspace`] the store can record as a build, or every problem at
 //! once, each with the key path and (for TOML) the line.
 //!
@@ -86,6 +86,12 @@ pub const MAX_SCRIPT_ICON_BYTES: usize = 2048;
 /// Each script takes one of the agent's log sources (64 in all); the rest
 /// are left for the sources the agent registers itself. No bound upstream.
 pub const MAX_SCRIPTS_PER_AGENT: usize = 32;
+/// Metadata items per agent (each is a script the agent runs on a timer).
+pub const MAX_METADATA_PER_AGENT: usize = 32;
+/// The longest metadata key. BatchUpdateMetadata accepts 6144 bytes of keys
+/// per batch (upstream's `maxAllKeysLen`), which this keeps every batch of
+/// a full agent under.
+pub const MAX_METADATA_KEY_BYTES: usize = 128;
 
 /// A validated manifest.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,6 +131,8 @@ pub struct Agent {
     pub order: i64,
     pub apps: Vec<App>,
     pub scripts: Vec<Script>,
+    /// What the agent collects and reports (BatchUpdateMetadata), in order.
+    pub metadata: Vec<Metadata>,
     /// Sub-agents (their `parent_id` is this agent). Always empty on a child.
     /// Sub-agents run on their parent's instance: they carry the resource's
     /// instance id but can never sign in with it.
@@ -167,6 +175,18 @@ pub struct Script {
     pub start_blocks_login: bool,
     pub timeout_seconds: i64,
     pub log_path: String,
+}
+
+/// One metadata item an agent collects: `script` runs every `interval`
+/// seconds, for at most `timeout` seconds (0: no limit); its output is the
+/// value shown under `key`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metadata {
+    pub key: String,
+    pub display_name: String,
+    pub script: String,
+    pub interval: i64,
+    pub timeout: i64,
 }
 
 impl Workspace {
@@ -269,6 +289,8 @@ struct RawAgent {
     #[serde(default)]
     scripts: Vec<RawScript>,
     #[serde(default)]
+    metadata: Vec<RawMetadata>,
+    #[serde(default)]
     children: Vec<RawAgent>,
 }
 
@@ -310,6 +332,20 @@ struct RawHealthcheck {
     interval: i64,
     #[serde(default)]
     threshold: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetadata {
+    key: Option<String>,
+    #[serde(default)]
+    display_name: String,
+    #[serde(default)]
+    script: String,
+    #[serde(default)]
+    interval: i64,
+    #[serde(default)]
+    timeout: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -475,7 +511,7 @@ fn valid_workspace_name(s: &str) -> bool {
 }
 
 /// Coder's agent name rule (case-insensitive `^[a-z0-9](-?[a-z0-9])*$`), ≤ 64.
-fn valid_agent_name(s: &str) -> bool {
+pub fn valid_agent_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && hyphenated_alnum(s, true)
 }
 
@@ -769,6 +805,30 @@ impl Validator {
             .enumerate()
             .map(|(k, s)| self.script(&format!("{path}.scripts[{k}]"), s))
             .collect();
+        if raw.metadata.len() > MAX_METADATA_PER_AGENT {
+            self.problem(
+                format!("{path}.metadata"),
+                format!(
+                    "{} metadata items; an agent has at most {MAX_METADATA_PER_AGENT}",
+                    raw.metadata.len()
+                ),
+            );
+        }
+        let mut keys = BTreeSet::new();
+        let mut metadata = Vec::new();
+        for (k, m) in raw.metadata.into_iter().enumerate() {
+            let item = self.metadata(&format!("{path}.metadata[{k}]"), m);
+            if !item.key.is_empty() && !keys.insert(item.key.clone()) {
+                self.problem(
+                    format!("{path}.metadata[{k}].key"),
+                    format!(
+                        "key \"{}\" is already used by another metadata item of this agent",
+                        item.key
+                    ),
+                );
+            }
+            metadata.push(item);
+        }
         let mut children = Vec::new();
         if is_child && !raw.children.is_empty() {
             self.problem(
@@ -803,7 +863,44 @@ impl Validator {
             order: raw.order,
             apps,
             scripts,
+            metadata,
             children,
+        }
+    }
+
+    fn metadata(&mut self, path: &str, raw: RawMetadata) -> Metadata {
+        let key = self.required(&format!("{path}.key"), raw.key);
+        if !key.is_empty()
+            && (key.len() > MAX_METADATA_KEY_BYTES
+                || !key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.'))
+        {
+            self.problem(
+                format!("{path}.key"),
+                format!("\"{key}\" is not a valid key: use letters, digits, '_', '-' and '.', at most {MAX_METADATA_KEY_BYTES} characters"),
+            );
+        }
+        self.at_most(
+            &format!("{path}.display_name"),
+            &raw.display_name,
+            MAX_SCRIPT_DISPLAY_NAME_CHARS,
+        );
+        if raw.script.trim().is_empty() {
+            self.problem(format!("{path}.script"), "is required");
+        }
+        if raw.interval < 1 {
+            self.problem(format!("{path}.interval"), "must be at least 1 (seconds)");
+        }
+        if raw.timeout < 0 {
+            self.problem(format!("{path}.timeout"), "must be 0 (no timeout) or more");
+        }
+        Metadata {
+            key,
+            display_name: raw.display_name,
+            script: raw.script,
+            interval: raw.interval,
+            timeout: raw.timeout,
         }
     }
 

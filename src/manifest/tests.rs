@@ -344,3 +344,71 @@ fn lengths_and_script_counts_are_bounded_as_coders_columns() {
         )
     );
 }
+
+#[test]
+fn agent_metadata_is_parsed_and_checked() {
+    let item = |body: &str| format!("{MINIMAL}    [[resources.agents.metadata]]\n{body}\n");
+    let ws = parse(
+        "m.toml",
+        &item("    key = \"cpu\"\n    display_name = \"CPU\"\n    script = \"uptime\"\n    interval = 10\n    timeout = 3"),
+    )
+    .expect("valid");
+    assert_eq!(
+        ws.resources[0].agents[0].metadata,
+        vec![Metadata {
+            key: "cpu".into(),
+            display_name: "CPU".into(),
+            script: "uptime".into(),
+            interval: 10,
+            timeout: 3,
+        }]
+    );
+    assert!(
+        parse("m.toml", MINIMAL).expect("valid").resources[0].agents[0]
+            .metadata
+            .is_empty()
+    );
+    let path = "resources[0].agents[0].metadata[0]";
+    find(
+        &problems("m.toml", &item("    script = \"x\"\n    interval = 1")),
+        &format!("{path}.key"),
+    );
+    find(
+        &problems(
+            "m.toml",
+            &item("    key = \"a b\"\n    script = \"x\"\n    interval = 1"),
+        ),
+        &format!("{path}.key"),
+    );
+    find(
+        &problems("m.toml", &item("    key = \"k\"\n    interval = 1")),
+        &format!("{path}.script"),
+    );
+    find(
+        &problems("m.toml", &item("    key = \"k\"\n    script = \"x\"")),
+        &format!("{path}.interval"),
+    );
+    find(
+        &problems(
+            "m.toml",
+            &item("    key = \"k\"\n    script = \"x\"\n    interval = 1\n    timeout = -1"),
+        ),
+        &format!("{path}.timeout"),
+    );
+    let ps = problems(
+        "m.toml",
+        &item("    key = \"k\"\n    script = \"x\"\n    interval = 1\n    color = \"red\""),
+    );
+    assert!(ps.iter().any(|p| p.message.contains("color")), "{ps:#?}");
+    let twice = format!(
+        "{}    [[resources.agents.metadata]]\n    key = \"k\"\n    script = \"y\"\n    interval = 2\n",
+        item("    key = \"k\"\n    script = \"x\"\n    interval = 1")
+    );
+    find(
+        &problems("m.toml", &twice),
+        "resources[0].agents[0].metadata[1].key",
+    );
+    let json = r#"{"name":"dev","owner":"alice","resources":[{"name":"box","type":"vm","agents":[{"name":"main","metadata":[{"key":"m","script":"s","interval":5}]}]}]}"#;
+    let ws = parse("m.json", json).expect("valid json");
+    assert_eq!(ws.resources[0].agents[0].metadata[0].interval, 5);
+}

@@ -51,7 +51,15 @@ async fn scrape(app: App, authorization: Option<String>) -> Result<Response, Api
     let agents = agents
         .map_err(|e| tracing::error!(error = %e, "reading live agents for /metrics"))
         .ok();
-    let mut resp = Response::new(app.metrics.render(agents, bytes).into());
+    let mut resp = Response::new(
+        app.metrics
+            .render(
+                agents,
+                bytes,
+                (app.connections.len(), app.coordinator.peer_count()),
+            )
+            .into(),
+    );
     *resp.status_mut() = StatusCode::OK;
     resp.headers_mut().insert(
         warp::http::header::CONTENT_TYPE,

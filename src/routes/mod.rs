@@ -8,6 +8,7 @@
 mod agents;
 mod app_status;
 mod buildinfo;
+mod coordinate;
 mod derp;
 pub(crate) mod error;
 mod external_auth;
@@ -127,6 +128,14 @@ pub const ROUTES: &[Route] = &[
         allow: "GET",
     },
     Route {
+        template: "/api/v2/tailnet",
+        allow: "GET",
+    },
+    Route {
+        template: "/api/v2/workspaceagents/{workspaceagent}/coordinate",
+        allow: "GET",
+    },
+    Route {
         template: "/api/v2/workspaceagents/connection",
         allow: "GET",
     },
@@ -182,6 +191,8 @@ pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
         .or(buildinfo::routes(app))
         .unify()
         .or(tailnet::routes(app))
+        .unify()
+        .or(coordinate::routes(app))
         .unify()
         .or(derp::routes(app))
         .unify()

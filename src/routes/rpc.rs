@@ -106,6 +106,25 @@ fn accept(
     let version = api_version(&query)?;
     let role = first(&query, "role").unwrap_or("");
     let monitored = role.is_empty() || role == "agent";
+    upgrade_binary(headers, upgrade, "/me/rpc", move |socket| {
+        run(app, router, agent, version, monitored, socket)
+    })
+}
+
+/// Answers a WebSocket handshake for a binary byte-stream route (no
+/// compression, 4 MiB messages, small starting buffers) and runs `then` on
+/// the upgraded socket. Not an upgrade request: 400 `Failed to accept
+/// websocket.`, as coderd.
+pub(crate) fn upgrade_binary<F, Fut>(
+    headers: HeaderMap,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+    route: &str,
+    then: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce(yawc::WebSocket<yawc::HttpStream>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let not_websocket =
         |detail: String| ApiError::bad_request("Failed to accept websocket.").detail(detail);
     let asks_upgrade = headers
@@ -114,9 +133,9 @@ fn accept(
     let upgrade = match upgrade {
         Some(u) if asks_upgrade => u,
         _ => {
-            return Err(not_websocket(
-                "/me/rpc needs a WebSocket upgrade request.".into(),
-            ));
+            return Err(not_websocket(format!(
+                "{route} needs a WebSocket upgrade request."
+            )));
         }
     };
     let mut request = warp::http::Request::new(());
@@ -134,8 +153,8 @@ fn accept(
         .map_err(|e| not_websocket(e.to_string()))?;
     tokio::spawn(async move {
         match upgraded.await {
-            Ok(socket) => run(app, router, agent, version, monitored, socket).await,
-            Err(e) => tracing::debug!(agent_id = %agent.id, error = %e, "rpc upgrade failed"),
+            Ok(socket) => then(socket).await,
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
     });
     let (parts, _) = handshake.into_parts();
@@ -158,11 +177,11 @@ async fn run<S>(
 {
     let agent_id = agent.id;
     let last_seen: LastSeen = Arc::new(AtomicI64::new(unix_millis(OffsetDateTime::now_utc())));
-    let config = tokio_yamux::Config {
-        keepalive_interval: app.config.agent.connection_update_interval,
-        ..tokio_yamux::Config::default()
-    };
-    let yamux = tokio_yamux::Session::new_server(WsIo::new(socket, last_seen.clone()), config);
+    let yamux = yamux_server(
+        socket,
+        app.config.agent.connection_update_interval,
+        Some(last_seen.clone()),
+    );
     let registration = if monitored {
         let now = OffsetDateTime::now_utc();
         match app
@@ -211,6 +230,25 @@ async fn run<S>(
         }
     }
     tracing::info!(%agent_id, reason = %why, "agent disconnected");
+}
+
+/// The server side of a yamux session (hashicorp's DefaultConfig, which
+/// tokio-yamux's default equals) over a WebSocket byte stream, pinging every
+/// `keepalive`; `last_seen`, if given, is stamped on every message received.
+pub(crate) fn yamux_server<S>(
+    socket: yawc::WebSocket<S>,
+    keepalive: std::time::Duration,
+    last_seen: Option<LastSeen>,
+) -> tokio_yamux::Session<WsIo<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let config = tokio_yamux::Config {
+        keepalive_interval: keepalive,
+        ..tokio_yamux::Config::default()
+    };
+    let last_seen = last_seen.unwrap_or_default();
+    tokio_yamux::Session::new_server(WsIo::new(socket, last_seen), config)
 }
 
 /// Serves a yamux session until it ends: each stream the client opens gets a

@@ -31,6 +31,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("migrations/0005_external_auth_states.sql"),
     ),
     (
+        "0006_agent_metadata",
+        include_str!("migrations/0006_agent_metadata.sql"),
+    ),
+    (
         "0007_derp_key",
         include_str!("migrations/0007_derp_key.sql"),
     ),

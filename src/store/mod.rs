@@ -14,6 +14,7 @@
 //!
 //! Nothing here knows HTTP, and nothing outside this module imports rusqlite.
 
+pub mod agent_rpc;
 pub mod agents;
 pub mod backup;
 pub mod connections;

@@ -503,6 +503,22 @@ fn insert_agent(
             to_micros(now),
         ])?;
     }
+    for (order, m) in agent.metadata.iter().enumerate() {
+        conn.prepare_cached(
+            "INSERT INTO workspace_agent_metadata (
+                 agent_id, key, display_name, script, interval_seconds, timeout_seconds, display_order)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            id.to_string(),
+            m.key,
+            m.display_name,
+            m.script,
+            m.interval,
+            m.timeout,
+            order as i64,
+        ])?;
+    }
     for script in &agent.scripts {
         // Each script logs under a source of its own, named after it (as upstream).
         let source_id = Uuid::new_v4();

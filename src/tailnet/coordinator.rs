@@ -56,11 +56,6 @@ pub fn agent_address(prefix: &[u8; 6], id: Uuid) -> std::net::Ipv6Addr {
     std::net::Ipv6Addr::from(bytes)
 }
 
-/// The agent's address under Tailscale's service prefix (what clients dial).
-pub fn agent_ip(id: Uuid) -> std::net::Ipv6Addr {
-    agent_address(&TAILSCALE_PREFIX, id)
-}
-
 /// Decides whether one peer may open a tunnel to an agent (`/tailnet`: the
 /// agent's workspace is one the user may `ssh` into). Called without the
 /// coordinator's lock held.
@@ -78,8 +73,6 @@ pub enum Auth {
     /// A user's client over `/tailnet` (`ClientUserCoordinateeAuth`): tunnels
     /// to agents the authorizer allows.
     User(TunnelAuthorizer),
-    /// The server itself (a tailnet peer of its own coordinator): anything.
-    Server,
 }
 
 impl std::fmt::Debug for Auth {
@@ -88,7 +81,6 @@ impl std::fmt::Debug for Auth {
             Auth::Agent(id) => write!(f, "Agent({id})"),
             Auth::Client { agent } => write!(f, "Client {{ agent: {agent} }}"),
             Auth::User(_) => write!(f, "User"),
-            Auth::Server => write!(f, "Server"),
         }
     }
 }
@@ -124,7 +116,6 @@ impl Auth {
     /// `authorization: <it>`).
     fn authorize(&self, req: &CoordinateRequest) -> Result<(), String> {
         match self {
-            Auth::Server => Ok(()),
             Auth::Agent(id) => {
                 if req.add_tunnel.is_some() {
                     return Err("agents cannot open tunnels".to_owned());
@@ -389,6 +380,7 @@ impl Coordinator {
     }
 
     /// The node a peer last published, if it is connected.
+    #[cfg(test)]
     pub fn node(&self, id: Uuid) -> Option<Node> {
         self.lock().peers.get(&id)?.node.clone()
     }
@@ -410,10 +402,6 @@ fn lock(core: &Mutex<Core>) -> MutexGuard<'_, Core> {
 pub struct Refused(pub String);
 
 impl Peer {
-    pub fn id(&self) -> Uuid {
-        self.id
-    }
-
     /// One request, as coderd's `core.handleRequest` handles it. An error
     /// ends the peer (the caller drops it: its tunnel peers see it LOST) and
     /// is the text to send it.

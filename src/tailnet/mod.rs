@@ -12,4 +12,5 @@
 pub mod coordinate;
 pub mod coordinator;
 pub mod derp_map;
+pub mod resume;
 pub mod workspace_updates;

@@ -1,4 +1,4 @@
-//! `/tailnet`'s WorkspaceUpdates (coderd's `workspaceupdates.go`): the
+//! `/tailnet`'s WorkspaceUpdates (coderd's updates provider, coder/coder:coderd/workspaceupdates.go): the
 //! user's workspaces and agents as a first message, then what changed
 //! (upserted and deleted workspaces and agents) whenever it changes.
 

@@ -725,3 +725,64 @@ pub struct PushContextStateResponse {
     #[prost(bool, tag = "1")]
     pub accepted: bool,
 }
+
+/// CreateSubAgent's request (field numbers from Coder's `agent.proto` at
+/// v2.35.1, checked by the Go harness). Of the apps only the slug is read:
+/// appliance's sub-agents have no apps, and each app is answered with an
+/// [`AppCreationError`](create_sub_agent_response::AppCreationError);
+/// `display_apps` is not read.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CreateSubAgentRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub directory: String,
+    #[prost(string, tag = "3")]
+    pub architecture: String,
+    #[prost(string, tag = "4")]
+    pub operating_system: String,
+    #[prost(message, repeated, tag = "5")]
+    pub apps: Vec<create_sub_agent_request::App>,
+    /// A pre-created id (2.8+), 16 bytes.
+    #[prost(bytes = "vec", optional, tag = "7")]
+    pub id: Option<Vec<u8>>,
+}
+
+pub mod create_sub_agent_request {
+    /// An app of the sub-agent: only its slug is read.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct App {
+        #[prost(string, tag = "1")]
+        pub slug: String,
+    }
+}
+
+/// CreateSubAgent's response.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CreateSubAgentResponse {
+    #[prost(message, optional, tag = "1")]
+    pub agent: Option<SubAgent>,
+    #[prost(message, repeated, tag = "2")]
+    pub app_creation_errors: Vec<create_sub_agent_response::AppCreationError>,
+}
+
+pub mod create_sub_agent_response {
+    /// Why the app at `index` of the request was not created.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AppCreationError {
+        #[prost(int32, tag = "1")]
+        pub index: i32,
+        #[prost(string, optional, tag = "2")]
+        pub field: Option<String>,
+        #[prost(string, tag = "3")]
+        pub error: String,
+    }
+}
+
+/// DeleteSubAgent's request.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DeleteSubAgentRequest {
+    /// 16-byte UUID of the sub-agent.
+    #[prost(bytes = "vec", tag = "1")]
+    pub id: Vec<u8>,
+}

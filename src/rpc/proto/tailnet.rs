@@ -10,7 +10,6 @@
 //!
 //! Left out, because the design gives no field numbers for them:
 //! - PostTelemetry's request (`events`);
-//! - RefreshResumeToken's response {token, refresh_in, expires_at};
 //!
 //! No oneof: the design describes none, and `CoordinateRequest`'s fields are
 //! separate optional fields (one of them repeated).
@@ -227,10 +226,21 @@ pub enum PeerUpdateKind {
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct PostTelemetryResponse {}
 
-/// RefreshResumeToken's request: no fields. (Its response is left out: see
-/// the module doc.)
+/// RefreshResumeToken's request: no fields.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct RefreshResumeTokenRequest {}
+
+/// RefreshResumeToken's response: an opaque token to send back as
+/// `resume_token`, when to refresh it, and when it expires.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RefreshResumeTokenResponse {
+    #[prost(string, tag = "1")]
+    pub token: String,
+    #[prost(message, optional, tag = "2")]
+    pub refresh_in: Option<prost_types::Duration>,
+    #[prost(message, optional, tag = "3")]
+    pub expires_at: Option<Timestamp>,
+}
 
 /// WorkspaceUpdates' request (`/tailnet`): whose workspaces.
 #[derive(Clone, PartialEq, prost::Message)]

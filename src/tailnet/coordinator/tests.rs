@@ -8,7 +8,7 @@ use crate::rpc::proto::tailnet::coordinate_request::{
 };
 
 fn agent_node(id: Uuid, key: u8) -> Node {
-    let ip = agent_ip(id);
+    let ip = agent_address(&TAILSCALE_PREFIX, id);
     Node {
         id: i64::from(key),
         key: vec![key; 32],
@@ -231,13 +231,13 @@ fn agents_may_not_open_tunnels_or_claim_other_addresses() {
     );
     let other = Uuid::new_v4();
     let mut node = agent_node(id, 1);
-    node.addresses = vec![format!("{}/128", agent_ip(other))];
+    node.addresses = vec![format!("{}/128", agent_address(&TAILSCALE_PREFIX, other))];
     let err = agent.handle(&update(node)).unwrap_err().0;
     assert_eq!(
         err,
         format!(
             "authorization: Addresses: invalid node address, got {}",
-            agent_ip(other)
+            agent_address(&TAILSCALE_PREFIX, other)
         )
     );
     let mut node = agent_node(id, 1);
