@@ -17,6 +17,7 @@ mod cli;
 mod connection_info;
 mod connections;
 mod coordinate;
+mod derp;
 mod errors;
 mod external_auth;
 mod gitsshkey;
