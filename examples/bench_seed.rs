@@ -10,6 +10,16 @@
 //!
 //! Inserts COUNT statuses round-robin over the agent's apps and prints how many
 //! it wrote.
+//!
+//! ```text
+//! cargo run --release --example bench_seed -- agents --db PATH --count N --out FILE [--owner admin] [--prefix rpc-]
+//! ```
+//!
+//! `agents` (for `bench/rpc.sh`): COUNT workspaces named PREFIX00001… owned by
+//! OWNER, each with one token agent `main`, applied through the library as
+//! `appliance workspace apply` does (500 per transaction); writes
+//! `{"agents":[{"id","name","workspace","token"}…]}` to FILE (tokens go to a
+//! file, never to stdout) and prints how many it made.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,7 +28,7 @@ use appliance::store::{self, Store};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-const USAGE: &str = "usage: bench_seed --db PATH --agent-id UUID [--count N]";
+const USAGE: &str = "usage: bench_seed --db PATH --agent-id UUID [--count N]\n       bench_seed agents --db PATH --count N --out FILE [--owner admin] [--prefix rpc-]";
 const STATES: [&str; 4] = ["working", "idle", "complete", "failure"];
 
 struct Args {
@@ -100,7 +110,106 @@ fn run(args: &Args) -> Result<usize, String> {
         .map_err(|e| e.to_string())
 }
 
+/// `agents`: COUNT one-agent workspaces and their tokens.
+fn seed_agents(mut args: impl Iterator<Item = String>) -> Result<usize, String> {
+    let (mut db, mut out, mut count) = (None, None, None);
+    let (mut owner, mut prefix) = ("admin".to_string(), "rpc-".to_string());
+    while let Some(arg) = args.next() {
+        let v = args.next().ok_or(format!("{arg} needs a value"))?;
+        match arg.as_str() {
+            "--db" => db = Some(PathBuf::from(v)),
+            "--out" => out = Some(PathBuf::from(v)),
+            "--count" => {
+                count = Some(
+                    v.parse::<usize>()
+                        .map_err(|e| format!("--count {v}: {e}"))?,
+                )
+            }
+            "--owner" => owner = v,
+            "--prefix" => prefix = v,
+            other => return Err(format!("unexpected argument {other:?}")),
+        }
+    }
+    let db = db.ok_or("--db is required")?;
+    let out = out.ok_or("--out is required")?;
+    let count = count.ok_or("--count is required")?;
+    if !db.exists() {
+        return Err(format!(
+            "{} does not exist: start the server on it first",
+            db.display()
+        ));
+    }
+    let store = Store::open(&db, &store::Options::default())
+        .map_err(|e| format!("opening {}: {e}", db.display()))?;
+    let owner_row = store
+        .read(|c| store::users::user_by_name(c, &owner))
+        .map_err(|e| e.to_string())?
+        .ok_or(format!("no user {owner:?}"))?;
+    let template = format!(
+        "name = \"x\"\nowner = \"{owner}\"\n[[resources]]\nname = \"box\"\ntype = \"bench\"\n[[resources.agents]]\nname = \"main\"\nauth = \"token\"\nos = \"linux\"\narch = \"amd64\"\n"
+    );
+    let template =
+        appliance::manifest::parse("bench.toml", &template).map_err(|e| e.to_string())?;
+    let mut agents = Vec::with_capacity(count);
+    let mut next = 0;
+    while next < count {
+        let end = (next + 500).min(count);
+        let made = store
+            .write(|tx| {
+                let now = OffsetDateTime::now_utc();
+                let mut made = Vec::new();
+                for i in next..end {
+                    let mut ws = template.clone();
+                    ws.name = format!("{prefix}{:05}", i + 1);
+                    let (applied, tokens) = store::workspaces::apply_with_tokens(
+                        tx,
+                        &ws,
+                        owner_row.id,
+                        owner_row.id,
+                        now,
+                        appliance::auth::MAX_LIVE_AGENT_TOKENS,
+                        || {
+                            let t = appliance::auth::new_agent_token();
+                            (t.hash, t.token)
+                        },
+                    )?;
+                    for a in &applied.agents {
+                        made.push(serde_json::json!({
+                            "id": a.id,
+                            "name": a.name,
+                            "workspace": ws.name,
+                            "token": tokens.get(&a.id),
+                        }));
+                    }
+                }
+                Ok(made)
+            })
+            .map_err(|e| e.to_string())?;
+        agents.extend(made);
+        next = end;
+    }
+    let n = agents.len();
+    let body = serde_json::json!({ "agents": agents });
+    std::fs::write(&out, body.to_string())
+        .map_err(|e| format!("writing {}: {e}", out.display()))?;
+    Ok(n)
+}
+
 fn main() -> ExitCode {
+    let mut argv = std::env::args().skip(1).peekable();
+    if argv.peek().map(String::as_str) == Some("agents") {
+        argv.next();
+        return match seed_agents(argv) {
+            Ok(n) => {
+                println!("made {n} workspaces with one token agent each");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("bench_seed: {e}\n{USAGE}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let args = match parse_args() {
         Ok(args) => args,
         Err(e) if e.is_empty() => {

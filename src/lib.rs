@@ -26,6 +26,8 @@
 //! - `external_auth`: OAuth2 git providers, the OAuth client, the browser flow's state.
 //! - `gitsshkey`: workspace owners' git SSH key pairs (OpenSSH formats).
 //! - `sanitize`: cleans free text agents report (app-status messages).
+//! - `derp`: the embedded DERP relay (`GET /derp`): frames, the relay with
+//!   bounded per-client queues; its key is kept in the database.
 //! - `rpc`: the agent's RPC connection (`/me/rpc`); today its DRPC layer and
 //!   the protobuf messages of the Agent and Tailnet services.
 //! - `agent`: the workspace side (`appliance agent auth`, `appliance agent logs`).
@@ -39,6 +41,7 @@ pub(crate) mod app;
 pub mod auth;
 pub mod cli;
 pub(crate) mod config;
+pub mod derp;
 pub(crate) mod external_auth;
 pub(crate) mod gitsshkey;
 pub mod identity;

@@ -16,7 +16,6 @@
 
 pub mod agent;
 pub mod client;
-pub mod tailnet;
 pub mod tailnet_service;
 
 use std::sync::Arc;
@@ -35,6 +34,22 @@ pub struct Session {
     pub agent: Arc<AgentRow>,
     /// The `version` query parameter (2.0 when missing).
     pub version: Version,
+    /// The agent's logs overflowed (as read at connect, or as a batch of this
+    /// session found): BatchCreateLogs answers `log_limit_exceeded` at once.
+    pub logs_overflowed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Session {
+    /// A session of `agent` at `version`.
+    pub fn new(app: App, agent: AgentRow, version: Version) -> Session {
+        let overflowed = agent.logs_overflowed;
+        Session {
+            app,
+            agent: Arc::new(agent),
+            version,
+            logs_overflowed: Arc::new(overflowed.into()),
+        }
+    }
 }
 
 /// An agent is a tailnet peer under its own id, and may not open tunnels.
@@ -58,5 +73,5 @@ impl tailnet_service::TailnetPeer for Session {
 
 /// Both services' methods.
 pub fn router() -> Router<Session> {
-    tailnet::register(tailnet_service::register(agent::register(Router::new())))
+    tailnet_service::register(agent::register(Router::new()))
 }

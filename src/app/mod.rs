@@ -59,6 +59,8 @@ pub struct App {
     pub coordinator: crate::tailnet::coordinator::Coordinator,
     /// Agents connected over `/me/rpc`, watched by the connection monitor.
     pub connections: Arc<connections::Connections>,
+    /// The embedded DERP relay (`GET /derp`), with the key kept in the database.
+    pub derp: Arc<crate::derp::Relay>,
 }
 
 impl App {
@@ -93,6 +95,7 @@ impl App {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         relay::watch_database(&store, hub.clone())?;
+        let derp = Arc::new(crate::derp::Relay::new(derp_key(&store)?));
         Ok(App {
             identity_limiter: Arc::new(RateLimiter::new(config.identity.rate_limit_per_minute)),
             metrics: Arc::new(Metrics::new(&config.metrics, route_templates)),
@@ -111,6 +114,7 @@ impl App {
             coordinator: Default::default(),
             resume_key: crate::tailnet::resume::Key::random(),
             derp_map: tokio::sync::watch::Sender::new(Arc::new(derp_map)),
+            derp,
         })
     }
 
@@ -123,4 +127,19 @@ impl App {
     pub fn set_trust(&self, trust: Trust) {
         self.trust_slot.set(trust);
     }
+}
+
+/// The DERP relay's key: the one in the database, or a new one stored now.
+fn derp_key(store: &Store) -> anyhow::Result<crate::derp::ServerKey> {
+    let fresh = crate::derp::ServerKey::generate();
+    let stored = store.write(|tx| {
+        crate::store::server_keys::get_or_insert(
+            tx,
+            crate::derp::KEY_NAME,
+            &fresh.to_bytes(),
+            crate::store::now(),
+        )
+    })?;
+    crate::derp::ServerKey::from_bytes(&stored)
+        .map_err(|e| anyhow::anyhow!("the stored DERP key is damaged: {e}"))
 }

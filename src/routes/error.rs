@@ -177,6 +177,23 @@ pub fn method_not_allowed(allow: &'static str) -> Response {
     resp
 }
 
+/// `GET /derp` without an upgrade: 426 as Go's `http.Error` writes it (a
+/// plain-text line, not Coder's JSON: `derphttp.Handler` answers it).
+pub fn derp_upgrade_required() -> Response {
+    let mut resp = Response::new("DERP requires connection upgrade\n".into());
+    *resp.status_mut() = StatusCode::UPGRADE_REQUIRED;
+    let headers = resp.headers_mut();
+    headers.insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        warp::http::header::X_CONTENT_TYPE_OPTIONS,
+        warp::http::HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
 /// A JSON body already encoded (with its trailing newline).
 pub fn json_bytes(status: StatusCode, body: bytes::Bytes) -> Response {
     let mut resp = Response::new(body.into());

@@ -9,6 +9,7 @@ mod agents;
 mod app_status;
 mod buildinfo;
 mod coordinate;
+mod derp;
 pub(crate) mod error;
 mod external_auth;
 mod filters;
@@ -143,6 +144,14 @@ pub const ROUTES: &[Route] = &[
         allow: "GET",
     },
     Route {
+        template: "/derp",
+        allow: "GET",
+    },
+    Route {
+        template: "/derp/latency-check",
+        allow: "GET",
+    },
+    Route {
         template: "/external-auth/{externalauth}",
         allow: "GET",
     },
@@ -184,6 +193,8 @@ pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
         .or(tailnet::routes(app))
         .unify()
         .or(coordinate::routes(app))
+        .unify()
+        .or(derp::routes(app))
         .unify()
         .or(logs::routes(app))
         .unify()

@@ -212,11 +212,7 @@ async fn run<S>(
         .as_ref()
         .map(|r| r.end.clone())
         .unwrap_or_default();
-    let state = Session {
-        app: app.clone(),
-        agent: Arc::new(agent),
-        version,
-    };
+    let state = Session::new(app.clone(), agent, version);
     let why = serve_session(yamux, router, state, end, app.shutdown.clone()).await;
     drop(registration);
     if monitored {

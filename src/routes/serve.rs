@@ -70,7 +70,10 @@ pub(crate) async fn serve(listener: TcpListener, app: &App) {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        // Header names as Go's net/http writes them (`Content-Type`), so
+        // the DERP upgrade's 101 is byte for byte coderd's.
+        .title_case_headers(true);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let routes = super::routes(app);

@@ -34,6 +34,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0006_agent_metadata",
         include_str!("migrations/0006_agent_metadata.sql"),
     ),
+    (
+        "0007_derp_key",
+        include_str!("migrations/0007_derp_key.sql"),
+    ),
 ];
 
 /// The schema version this binary writes.

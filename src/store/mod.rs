@@ -23,6 +23,7 @@ pub mod group;
 pub mod lock;
 pub mod logs;
 pub mod migrate;
+pub mod server_keys;
 pub mod stats;
 pub mod tailnet;
 pub mod users;

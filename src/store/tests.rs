@@ -501,3 +501,23 @@ fn read_inline_waits_for_a_connection_without_holding_its_worker() {
         assert_eq!(n, 0);
     });
 }
+
+#[test]
+fn a_server_key_is_written_once_and_read_back() {
+    let (_dir, store) = temp_store();
+    let now = super::now();
+    assert_eq!(store.read(|c| server_keys::get(c, "derp")).unwrap(), None);
+    let first = store
+        .write(|tx| server_keys::get_or_insert(tx, "derp", &[1; 32], now))
+        .unwrap();
+    assert_eq!(first, vec![1; 32]);
+    // A second start offers another key and gets the first one back.
+    let again = store
+        .write(|tx| server_keys::get_or_insert(tx, "derp", &[2; 32], now))
+        .unwrap();
+    assert_eq!(again, vec![1; 32]);
+    let other = store
+        .write(|tx| server_keys::get_or_insert(tx, "other", &[3; 16], now))
+        .unwrap();
+    assert_eq!(other, vec![3; 16]);
+}

@@ -28,7 +28,7 @@ use crate::rpc::proto::agent::{
     AppHealth, BatchCreateLogsRequest, BatchCreateLogsResponse, BatchUpdateAppHealthRequest,
     BatchUpdateAppHealthResponse, BatchUpdateMetadataRequest, BatchUpdateMetadataResponse,
 };
-use crate::store::{self, StoreError, agent_rpc};
+use crate::store::{self, agent_rpc};
 
 /// Lines per BatchCreateLogs request. The agent sends at most 1 MiB of
 /// output per batch; at its smallest a line costs it a few bytes of overhead.
@@ -70,16 +70,11 @@ pub async fn batch_create_logs(
     }
     let app = &session.app;
     let agent_id = session.agent.id;
-    let overflowed = app
-        .store
-        .read_async(move |c| {
-            Ok(store::agents::live_agent(c, agent_id)?
-                .ok_or(StoreError::NotFound)?
-                .logs_overflowed)
-        })
-        .await
-        .map_err(|e| store_error("get workspace agent", e))?;
-    if overflowed {
+    // coderd refuses every batch once the agent has overflowed.
+    if session
+        .logs_overflowed
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
         return Ok(BatchCreateLogsResponse {
             log_limit_exceeded: true,
         });
@@ -97,6 +92,9 @@ pub async fn batch_create_logs(
             Ok(BatchCreateLogsResponse::default())
         }
         Ok(Outcome::OverCap { .. }) => {
+            session
+                .logs_overflowed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             app.metrics.log_overflow();
             Ok(BatchCreateLogsResponse {
                 log_limit_exceeded: true,

@@ -128,11 +128,7 @@ fn harness() -> Harness {
 
 impl Harness {
     fn session(&self, agent: &AgentRow, version: Version) -> Session {
-        Session {
-            app: self.app.clone(),
-            agent: Arc::new(agent.clone()),
-            version,
-        }
+        Session::new(self.app.clone(), agent.clone(), version)
     }
 
     fn main_session(&self) -> Session {
@@ -568,12 +564,17 @@ async fn batch_create_logs_goes_through_the_writer_and_its_cap() {
         .expect_err("truncated");
     assert!(msg(&err).starts_with("invalid request"), "{err:?}");
 
-    // Over the cap: refused whole and reported, then refused at once.
+    // Over the cap: refused whole and reported, then refused at once on the
+    // same connection (a new one reads the flag from the row).
+    let session = h.main_session();
     let big = "x".repeat(CAP as usize);
-    let answer = h
-        .call(rpc::BATCH_CREATE_LOGS, &logs(&[], &[(&big, Level::Info)]))
-        .await
-        .expect("over cap is an answer");
+    let answer = call(
+        session.clone(),
+        rpc::BATCH_CREATE_LOGS,
+        &logs(&[], &[(&big, Level::Info)]),
+    )
+    .await
+    .expect("over cap is an answer");
     assert!(
         pb::BatchCreateLogsResponse::decode(answer)
             .expect("decode")
@@ -581,17 +582,31 @@ async fn batch_create_logs_goes_through_the_writer_and_its_cap() {
     );
     assert!(h.reread(h.main.id).logs_overflowed);
     let before = stored_logs(&h).len();
-    let answer = h
-        .call(
-            rpc::BATCH_CREATE_LOGS,
-            &logs(&[], &[("small", Level::Info)]),
-        )
-        .await
-        .expect("answer");
+    let answer = call(
+        session,
+        rpc::BATCH_CREATE_LOGS,
+        &logs(&[], &[("small", Level::Info)]),
+    )
+    .await
+    .expect("answer");
     assert!(
         pb::BatchCreateLogsResponse::decode(answer)
             .expect("decode")
             .log_limit_exceeded
+    );
+    let fresh = h.session(&h.reread(h.main.id), Version::new(2, 10));
+    let answer = call(
+        fresh,
+        rpc::BATCH_CREATE_LOGS,
+        &logs(&[], &[("small", Level::Info)]),
+    )
+    .await
+    .expect("answer");
+    assert!(
+        pb::BatchCreateLogsResponse::decode(answer)
+            .expect("decode")
+            .log_limit_exceeded,
+        "a new connection of an overflowed agent"
     );
     assert_eq!(
         stored_logs(&h).len(),

@@ -41,6 +41,10 @@ use super::wire::{Body, Decoder, Id, Kind, MAX_PACKET_SIZE, Packet, RpcError, Wi
 const READ_MIN: usize = 512;
 const READ_MAX: usize = 64 << 10;
 
+/// What may be read ahead while a write waits (a whole packet and a frame
+/// header more).
+const MAX_STASH: usize = MAX_PACKET_SIZE + 64;
+
 /// The write buffer is given back after a packet larger than this.
 const KEEP_WRITE_BUFFER: usize = 256 << 10;
 
@@ -275,14 +279,44 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
         }
     }
 
-    /// Writes one packet (split into frames) and flushes.
+    /// Writes one packet (split into frames) and flushes, reading meanwhile.
+    ///
+    /// The read side is polled while a write waits: a transport may deliver
+    /// its flow control on reads (tokio-yamux takes a stream's window updates
+    /// only in `poll_read`), so a large response would otherwise wait forever
+    /// for a window that never opens. What arrives meanwhile is kept in the
+    /// decoder, at most [`MAX_STASH`] bytes; past that the read side waits.
     async fn write(&mut self, id: Id, kind: Kind, data: &[u8]) -> std::io::Result<()> {
         self.wbuf.clear();
         super::wire::write_packet(&mut self.wbuf, id, kind, false, data);
-        let result = match self.io.write_all(&self.wbuf).await {
-            Ok(()) => self.io.flush().await,
-            Err(e) => Err(e),
-        };
+        let mut pos = 0;
+        let mut read_open = true;
+        let result = std::future::poll_fn(|cx| {
+            use std::task::Poll;
+            while read_open && self.decoder.buffered() < MAX_STASH {
+                let mut chunk = [0u8; 4096];
+                let mut rb = tokio::io::ReadBuf::new(&mut chunk);
+                match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
+                    Poll::Ready(Ok(())) if rb.filled().is_empty() => read_open = false,
+                    Poll::Ready(Ok(())) => self.decoder.extend(rb.filled()),
+                    // The read loop meets the error (or the end) again next.
+                    Poll::Ready(Err(_)) => read_open = false,
+                    Poll::Pending => break,
+                }
+            }
+            while pos < self.wbuf.len() {
+                match Pin::new(&mut self.io).poll_write(cx, &self.wbuf[pos..]) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                    }
+                    Poll::Ready(Ok(n)) => pos += n,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            Pin::new(&mut self.io).poll_flush(cx)
+        })
+        .await;
         if self.wbuf.capacity() > KEEP_WRITE_BUFFER {
             self.wbuf = Vec::new();
         }
