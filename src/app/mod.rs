@@ -52,8 +52,7 @@ pub struct App {
     /// The DERP map given to agents (manifest, StreamDERPMaps) and clients
     /// (`/derp-map`, `/connection`); subscribers see every change.
     pub derp_map: tokio::sync::watch::Sender<Arc<crate::rpc::proto::tailnet::DerpMap>>,
-    /// Signs resume tokens (a new key per process start: after a restart,
-    /// clients coordinate under a fresh peer id).
+    /// Signs resume tokens; kept in the database, so tokens survive a restart.
     pub resume_key: crate::tailnet::resume::Key,
     /// The tailnet coordinator: agents' and clients' nodes and tunnels.
     pub coordinator: crate::tailnet::coordinator::Coordinator,
@@ -96,6 +95,7 @@ impl App {
             .collect::<anyhow::Result<Vec<_>>>()?;
         relay::watch_database(&store, hub.clone())?;
         let derp = Arc::new(crate::derp::Relay::new(derp_key(&store)?));
+        let resume_key = resume_key(&store)?;
         Ok(App {
             identity_limiter: Arc::new(RateLimiter::new(config.identity.rate_limit_per_minute)),
             metrics: Arc::new(Metrics::new(&config.metrics, route_templates)),
@@ -112,7 +112,7 @@ impl App {
             shutdown: CancellationToken::new(),
             connections: Arc::default(),
             coordinator: Default::default(),
-            resume_key: crate::tailnet::resume::Key::random(),
+            resume_key,
             derp_map: tokio::sync::watch::Sender::new(Arc::new(derp_map)),
             derp,
         })
@@ -130,6 +130,21 @@ impl App {
 }
 
 /// The DERP relay's key: the one in the database, or a new one stored now.
+/// The resume-token key: made on first start, then read from the database.
+fn resume_key(store: &Store) -> anyhow::Result<crate::tailnet::resume::Key> {
+    let fresh = crate::tailnet::resume::Key::random();
+    let stored = store.write(|tx| {
+        crate::store::server_keys::get_or_insert(
+            tx,
+            crate::tailnet::resume::KEY_NAME,
+            fresh.as_bytes(),
+            crate::store::now(),
+        )
+    })?;
+    crate::tailnet::resume::Key::from_bytes(&stored)
+        .ok_or_else(|| anyhow::anyhow!("the stored resume-token key is damaged"))
+}
+
 fn derp_key(store: &Store) -> anyhow::Result<crate::derp::ServerKey> {
     let fresh = crate::derp::ServerKey::generate();
     let stored = store.write(|tx| {

@@ -6,13 +6,17 @@
 //! simpler: `base64url(peer id ‖ expiry as Unix seconds, big-endian)` `.`
 //! `base64url(HMAC-SHA256)` under a 32-byte server key. Tokens last 24 h and
 //! clients are told to refresh them after 12 h, as coderd's defaults. The
-//! clock is an argument, the key the caller's.
+//! clock is an argument, the key the caller's (kept in the database, so a
+//! token outlives a restart).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{KeyInit, Mac};
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+/// The key's name in the database's server keys.
+pub const KEY_NAME: &str = "tailnet_resume_token";
 
 /// How long a token is valid (coderd: `DefaultResumeTokenExpiry`).
 pub const EXPIRY: time::Duration = time::Duration::hours(24);
@@ -33,6 +37,15 @@ impl Key {
     /// A fresh random key.
     pub fn random() -> Key {
         Key(rand::random())
+    }
+
+    /// A key as [`Key::as_bytes`] gave it; `None` unless 32 bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Key> {
+        bytes.try_into().ok().map(Key)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
     }
 
     fn mac(&self, payload: &[u8]) -> HmacSha256 {

@@ -344,3 +344,31 @@ async fn tailnet_sends_the_users_workspaces_then_changes() {
         "authorization: workspace agent not found or you do not have permission"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_token_outlives_a_restart() {
+    let s = setup();
+    let url = format!(
+        "/api/v2/workspaceagents/{}/coordinate?version=2.3",
+        s.agent_id
+    );
+    let user = RpcClient::connect_url(&s.ws(&url), &s.alice).await.unwrap();
+    let token: RefreshResumeTokenResponse = user
+        .call(
+            rpc_tailnet::REFRESH_RESUME_TOKEN,
+            &RefreshResumeTokenRequest {},
+        )
+        .await
+        .unwrap();
+    drop(user);
+    let sandbox = s.server.sandbox().clone();
+    let (status, _) = s.server.stop();
+    assert!(status.success());
+    let again = TestServer::start_in(sandbox, &[]);
+    let resumed = format!("ws://{}{url}&resume_token={}", again.addr, token.token);
+    RpcClient::connect_url(&resumed, &s.alice)
+        .await
+        .expect("the token is still valid after a restart");
+    let forged = format!("ws://{}{url}&resume_token={}x", again.addr, token.token);
+    assert!(RpcClient::connect_url(&forged, &s.alice).await.is_err());
+}
