@@ -200,6 +200,12 @@ pub struct WorkspaceAgentScript {
     /// A Go `time.Duration`: integer nanoseconds.
     pub timeout: i64,
     pub display_name: String,
+    /// The last run's exit code, once the agent reported one (ScriptCompleted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The last run's status: `ok`, `exit_failure`, `timed_out`, `pipes_left_open`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 /// `codersdk.WorkspaceAgentLog`, borrowing from the stored row; `created_at`
@@ -353,9 +359,15 @@ fn is_zero_i32(v: &i32) -> bool {
 impl From<&crate::rpc::proto::tailnet::DerpMap> for DerpMap {
     fn from(m: &crate::rpc::proto::tailnet::DerpMap) -> DerpMap {
         DerpMap {
-            home_params: m.home_params.as_ref().map(|h| DerpHomeParams {
-                region_score: h.region_score.clone(),
-            }),
+            // coderd's JSON map has no HomeParams unless scores were set;
+            // its protobuf one always has (see tailnet::derp_map::build).
+            home_params: m
+                .home_params
+                .as_ref()
+                .filter(|h| !h.region_score.is_empty())
+                .map(|h| DerpHomeParams {
+                    region_score: h.region_score.clone(),
+                }),
             regions: m
                 .regions
                 .iter()

@@ -207,6 +207,8 @@ fn workspace_agent(data: AgentData, now: OffsetDateTime, app: &App) -> sdk::Work
             start_blocks_login: s.start_blocks_login,
             timeout: s.timeout_seconds.saturating_mul(1_000_000_000),
             display_name: s.display_name,
+            exit_code: s.last_run.as_ref().map(|r| r.exit_code),
+            status: s.last_run.map(|r| r.status),
         })
         .collect();
     let log_sources = sources

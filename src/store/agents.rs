@@ -274,13 +274,74 @@ pub struct ScriptRow {
     pub run_on_stop: bool,
     pub start_blocks_login: bool,
     pub timeout_seconds: i64,
+    /// The run that started last, once the agent reported one.
+    pub last_run: Option<ScriptRunResult>,
+}
+
+/// What GET agent shows of a script's last run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScriptRunResult {
+    pub exit_code: i32,
+    /// `ok`, `exit_failure`, `timed_out` or `pipes_left_open`.
+    pub status: String,
+}
+
+/// One reported script run (ScriptCompleted).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScriptRun<'a> {
+    pub started_at: OffsetDateTime,
+    pub ended_at: OffsetDateTime,
+    pub exit_code: i32,
+    /// `start`, `stop` or `cron`.
+    pub stage: &'a str,
+    /// `ok`, `exit_failure`, `timed_out` or `pipes_left_open`.
+    pub status: &'a str,
+}
+
+/// Records a run of one of this agent's scripts; a run that started before
+/// the one already kept is ignored (reports can arrive out of order). A
+/// script that is not this agent's is [`StoreError::NotFound`].
+pub fn record_script_run(
+    conn: &Connection,
+    agent_id: Uuid,
+    script_id: Uuid,
+    run: &ScriptRun<'_>,
+) -> Result<()> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE workspace_agent_scripts
+             SET last_started_at = ?3, last_ended_at = ?4, last_exit_code = ?5,
+                 last_stage = ?6, last_status = ?7
+             WHERE id = ?1 AND agent_id = ?2
+               AND (last_started_at IS NULL OR last_started_at <= ?3)",
+        )?
+        .execute(params![
+            script_id.to_string(),
+            agent_id.to_string(),
+            to_micros(run.started_at),
+            to_micros(run.ended_at),
+            run.exit_code,
+            run.stage,
+            run.status,
+        ])?;
+    if changed == 0 {
+        let exists: bool = conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM workspace_agent_scripts WHERE id = ?1 AND agent_id = ?2)",
+            )?
+            .query_row([script_id.to_string(), agent_id.to_string()], |r| r.get(0))?;
+        if !exists {
+            return Err(StoreError::NotFound);
+        }
+    }
+    Ok(())
 }
 
 /// The agent's scripts, ordered by id (as upstream).
 pub fn scripts(conn: &Connection, agent_id: Uuid) -> Result<Vec<ScriptRow>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, log_source_id, display_name, log_path, script, cron, run_on_start,
-                run_on_stop, start_blocks_login, timeout_seconds
+                run_on_stop, start_blocks_login, timeout_seconds, last_exit_code, last_status
          FROM workspace_agent_scripts WHERE agent_id = ?1 ORDER BY id",
     )?;
     let rows = stmt.query_map([agent_id.to_string()], |r| {
@@ -295,6 +356,13 @@ pub fn scripts(conn: &Connection, agent_id: Uuid) -> Result<Vec<ScriptRow>> {
             run_on_stop: r.get(7)?,
             start_blocks_login: r.get(8)?,
             timeout_seconds: r.get(9)?,
+            last_run: match (
+                r.get::<_, Option<i32>>(10)?,
+                r.get::<_, Option<String>>(11)?,
+            ) {
+                (Some(exit_code), Some(status)) => Some(ScriptRunResult { exit_code, status }),
+                _ => None,
+            },
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -38,6 +38,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0007_derp_key",
         include_str!("migrations/0007_derp_key.sql"),
     ),
+    (
+        "0008_script_runs",
+        include_str!("migrations/0008_script_runs.sql"),
+    ),
 ];
 
 /// The schema version this binary writes.

@@ -63,6 +63,10 @@ pub fn build(
                 .to_owned(),
         );
     }
+    // Coder's DERPMapFromProto reads HomeParams without a nil check: a
+    // protobuf map without it panics Coder's agent and clients, so this map
+    // (the protobuf one) always has it; the JSON map omits an empty one.
+    map.home_params.get_or_insert_with(HomeParams::default);
     if config.disable_direct_connections {
         for region in map.regions.values_mut() {
             region.nodes.retain(|n| !n.stun_only);
@@ -269,6 +273,11 @@ mod tests {
     fn the_default_map_is_the_embedded_region_without_stun() {
         let map = build(&derp(|_| {}), "http://10.0.0.5:3000", None).unwrap();
         assert_eq!(map.regions.len(), 1);
+        assert_eq!(
+            map.home_params,
+            Some(HomeParams::default()),
+            "Coder dereferences it"
+        );
         let r = &map.regions[&999];
         assert!(r.embedded_relay);
         assert_eq!(r.region_code, "coder");

@@ -480,6 +480,11 @@ async fn every_agent_and_tailnet_rpc_once() {
     assert_eq!(a["api_version"], "2.11");
     assert_eq!(a["expanded_directory"], "/home/coder");
     assert_eq!(a["subsystems"], json!(["envbox"]));
+    // ScriptCompleted's run, as coderd shows the last script timing.
+    let script = &a["scripts"][0];
+    assert_eq!(script["id"], script_id.to_string(), "{a:#}");
+    assert_eq!(script["exit_code"], 0, "{script:#}");
+    assert_eq!(script["status"], "ok", "{script:#}");
     for field in [
         "first_connected_at",
         "last_connected_at",

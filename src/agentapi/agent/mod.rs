@@ -104,7 +104,7 @@ pub fn register(router: Router<Session>) -> Router<Session> {
     });
     let r = add(r, rpc::SCRIPT_COMPLETED, |s, req| async move {
         let req = decode_small::<pb::WorkspaceAgentScriptCompletedRequest>(&req)?;
-        script_completed(&s, req).map(encode)
+        script_completed(&s, req).await.map(encode)
     });
     let r = add(
         r,
@@ -315,31 +315,81 @@ fn monitoring_configuration() -> pb::GetResourcesMonitoringConfigurationResponse
     }
 }
 
-/// ScriptCompleted: checked and logged at debug (script timings are not
-/// stored).
-fn script_completed(
+/// ScriptCompleted: checked as coderd checks it (a timing with a start and an
+/// end, in order) and kept as the script's last run, which GET agent shows as
+/// the script's `exit_code` and `status`. A script id that is not one of this
+/// agent's scripts is refused.
+async fn script_completed(
     session: &Session,
     req: pb::WorkspaceAgentScriptCompletedRequest,
 ) -> Result<pb::WorkspaceAgentScriptCompletedResponse, RpcError> {
-    let timing = req.timing.unwrap_or_default();
+    let timing = req
+        .timing
+        .ok_or_else(|| RpcError::message("script timing is required"))?;
     let script_id = parse_id(&timing.script_id, "script id")?;
-    let stage = pb::timing::Stage::try_from(timing.stage)
-        .map_err(|_| RpcError::message(format!("unknown script stage {}", timing.stage)))?;
-    let status = pb::timing::Status::try_from(timing.status)
-        .map_err(|_| RpcError::message(format!("unknown script status {}", timing.status)))?;
-    let took = match (time_of(timing.start.as_ref()), time_of(timing.end.as_ref())) {
-        (Some(start), Some(end)) => Some((end - start).as_seconds_f64()),
-        _ => None,
+    let started_at = time_of(timing.start.as_ref())
+        .ok_or_else(|| RpcError::message("script start time is required and cannot be zero"))?;
+    let ended_at = time_of(timing.end.as_ref())
+        .ok_or_else(|| RpcError::message("script end time is required and cannot be zero"))?;
+    if started_at > ended_at {
+        return Err(RpcError::message(
+            "script start time cannot be after end time",
+        ));
+    }
+    let stage = match pb::timing::Stage::try_from(timing.stage) {
+        Ok(pb::timing::Stage::Start) => "start",
+        Ok(pb::timing::Stage::Stop) => "stop",
+        Ok(pb::timing::Stage::Cron) => "cron",
+        Err(_) => {
+            return Err(RpcError::message(format!(
+                "unknown script stage {}",
+                timing.stage
+            )));
+        }
     };
+    let status = match pb::timing::Status::try_from(timing.status) {
+        Ok(pb::timing::Status::Ok) => "ok",
+        Ok(pb::timing::Status::ExitFailure) => "exit_failure",
+        Ok(pb::timing::Status::TimedOut) => "timed_out",
+        Ok(pb::timing::Status::PipesLeftOpen) => "pipes_left_open",
+        Err(_) => {
+            return Err(RpcError::message(format!(
+                "unknown script status {}",
+                timing.status
+            )));
+        }
+    };
+    let agent_id = session.agent.id;
+    let exit_code = timing.exit_code;
     tracing::debug!(
-        agent_id = %session.agent.id,
+        %agent_id,
         %script_id,
-        ?stage,
-        ?status,
-        exit_code = timing.exit_code,
-        seconds = took,
+        stage,
+        status,
+        exit_code,
+        seconds = (ended_at - started_at).as_seconds_f64(),
         "agent script completed"
     );
+    session
+        .app
+        .store
+        .write_async(move |tx| {
+            let run = crate::store::agents::ScriptRun {
+                started_at,
+                ended_at,
+                exit_code,
+                stage,
+                status,
+            };
+            crate::store::agents::record_script_run(tx, agent_id, script_id, &run)
+        })
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => RpcError::message(format!(
+                "insert workspace agent script timings into database: script {script_id} is not this agent's"
+            )),
+            e => store_error("insert workspace agent script timings into database", e),
+        })?;
     Ok(pb::WorkspaceAgentScriptCompletedResponse::default())
 }
 

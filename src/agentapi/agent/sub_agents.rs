@@ -5,7 +5,7 @@
 //!   and id. `auth_token` is left empty: appliance keeps only token digests
 //!   (coderd stores the token itself and sends it back).
 //! - CreateSubAgent makes a child row with a fresh token (returned once, in
-//!   the response) and the id the agent chose, if any. Apps are not made for
+//!   the response, as the UUID's 16 bytes as coderd sends it) and the id the agent chose, if any. Apps are not made for
 //!   sub-agents: each requested app is answered with an app creation error.
 //! - DeleteSubAgent removes a child of this agent only.
 
@@ -163,11 +163,15 @@ pub async fn create_rpc(
             error: "apps are not supported for sub-agents by this server".to_owned(),
         })
         .collect();
+    // Coder sends the token as the UUID's 16 bytes (`uuid.FromBytes` on the
+    // agent's side), not its text.
+    let token = Uuid::parse_str(&created.auth_token)
+        .map_err(|e| RpcError::message(format!("sub agent token: {e}")))?;
     Ok(crate::rpc::proto::agent::CreateSubAgentResponse {
         agent: Some(SubAgent {
             name: created.agent.name,
             id: created.agent.id.as_bytes().to_vec(),
-            auth_token: created.auth_token.into_bytes(),
+            auth_token: token.as_bytes().to_vec(),
         }),
         app_creation_errors,
     })

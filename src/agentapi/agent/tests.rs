@@ -68,6 +68,10 @@ type = "docker_container"
   [[resources.agents]]
   name = "main"
   auth = "token"
+    [[resources.agents.scripts]]
+    display_name = "Theirs"
+    script = "true"
+    run_on_start = true
     [[resources.agents.children]]
     name = "theirs"
 "#;
@@ -844,41 +848,111 @@ async fn constant_answers() {
 #[tokio::test]
 async fn script_completed_and_connection_reports_are_checked() {
     let h = harness();
-    let timing = |id: Vec<u8>, stage: i32| pb::WorkspaceAgentScriptCompletedRequest {
-        timing: Some(pb::Timing {
-            script_id: id,
-            start: Some(Timestamp {
-                seconds: 100,
-                nanos: 0,
+    let script = h
+        .app
+        .store
+        .read(|c| store::agents::scripts(c, h.main.id))
+        .expect("scripts")
+        .remove(0);
+    assert_eq!(script.last_run, None, "no run reported yet");
+    let timing = |id: Vec<u8>, start: i64, end: i64, stage: i32, status: i32| {
+        pb::WorkspaceAgentScriptCompletedRequest {
+            timing: Some(pb::Timing {
+                script_id: id,
+                start: Some(Timestamp {
+                    seconds: start,
+                    nanos: 0,
+                }),
+                end: Some(Timestamp {
+                    seconds: end,
+                    nanos: 0,
+                }),
+                exit_code: if status == 0 { 0 } else { 1 },
+                stage,
+                status,
             }),
-            end: Some(Timestamp {
-                seconds: 103,
-                nanos: 0,
-            }),
-            exit_code: 1,
-            stage,
-            status: pb::timing::Status::ExitFailure as i32,
-        }),
+        }
     };
-    h.call(
-        rpc::SCRIPT_COMPLETED,
-        &timing(id_bytes(Uuid::new_v4()), 0).encode_to_vec(),
-    )
-    .await
-    .expect("accepted");
-    let err = h
-        .call(rpc::SCRIPT_COMPLETED, &timing(vec![1], 0).encode_to_vec())
+    let last_run = || {
+        h.app
+            .store
+            .read(|c| store::agents::scripts(c, h.main.id))
+            .expect("scripts")
+            .remove(0)
+            .last_run
+            .map(|r| (r.exit_code, r.status))
+    };
+    let completed = |req: pb::WorkspaceAgentScriptCompletedRequest| {
+        let h = &h;
+        async move { h.call(rpc::SCRIPT_COMPLETED, &req.encode_to_vec()).await }
+    };
+    let ok = pb::timing::Status::Ok as i32;
+    let failed = pb::timing::Status::ExitFailure as i32;
+    completed(timing(id_bytes(script.id), 100, 103, 0, failed))
+        .await
+        .expect("accepted");
+    assert_eq!(last_run(), Some((1, "exit_failure".to_owned())));
+    // A later run replaces it; an earlier one reported late does not.
+    completed(timing(id_bytes(script.id), 200, 201, 2, ok))
+        .await
+        .expect("accepted");
+    completed(timing(id_bytes(script.id), 150, 160, 2, failed))
+        .await
+        .expect("accepted, but older");
+    assert_eq!(last_run(), Some((0, "ok".to_owned())));
+
+    let err = completed(timing(id_bytes(Uuid::new_v4()), 100, 103, 0, ok))
+        .await
+        .expect_err("not this agent's script");
+    assert!(msg(&err).ends_with("is not this agent's"), "{err:?}");
+    let other_script = h
+        .app
+        .store
+        .read(|c| store::agents::scripts(c, h.other.id))
+        .expect("scripts");
+    assert_eq!(other_script.len(), 1);
+    for s in other_script {
+        let err = completed(timing(id_bytes(s.id), 300, 303, 0, ok))
+            .await
+            .expect_err("another agent's script");
+        assert!(msg(&err).ends_with("is not this agent's"), "{err:?}");
+    }
+    let err = completed(timing(vec![1], 100, 103, 0, ok))
         .await
         .expect_err("bad id");
     assert!(msg(&err).starts_with("parse script id"), "{err:?}");
-    let err = h
-        .call(
-            rpc::SCRIPT_COMPLETED,
-            &timing(id_bytes(Uuid::new_v4()), 9).encode_to_vec(),
-        )
+    let err = completed(timing(id_bytes(script.id), 100, 103, 9, ok))
         .await
         .expect_err("bad stage");
     assert_eq!(msg(&err), "unknown script stage 9");
+    let err = completed(timing(id_bytes(script.id), 100, 103, 0, 7))
+        .await
+        .expect_err("bad status");
+    assert_eq!(msg(&err), "unknown script status 7");
+    let err = completed(timing(id_bytes(script.id), 0, 103, 0, ok))
+        .await
+        .expect_err("no start");
+    assert_eq!(
+        msg(&err),
+        "script start time is required and cannot be zero"
+    );
+    let err = completed(timing(id_bytes(script.id), 100, 0, 0, ok))
+        .await
+        .expect_err("no end");
+    assert_eq!(msg(&err), "script end time is required and cannot be zero");
+    let err = completed(timing(id_bytes(script.id), 104, 103, 0, ok))
+        .await
+        .expect_err("backwards");
+    assert_eq!(msg(&err), "script start time cannot be after end time");
+    let err = completed(pb::WorkspaceAgentScriptCompletedRequest { timing: None })
+        .await
+        .expect_err("no timing");
+    assert_eq!(msg(&err), "script timing is required");
+    assert_eq!(
+        last_run(),
+        Some((0, "ok".to_owned())),
+        "refusals change nothing"
+    );
 
     let report = |action: i32| pb::ReportConnectionRequest {
         connection: Some(pb::Connection {
@@ -1097,8 +1171,8 @@ async fn sub_agents_list_create_and_delete() {
     let agent = resp.agent.expect("agent");
     assert_eq!(agent.id, chosen.as_bytes().to_vec());
     assert_eq!(agent.name, "rpc-made");
-    let token = String::from_utf8(agent.auth_token).expect("utf-8 token");
-    assert!(uuid::Uuid::parse_str(&token).is_ok(), "{token}");
+    let token = uuid::Uuid::from_slice(&agent.auth_token).expect("16-byte UUID token");
+    assert_eq!(token.get_version_num(), 4, "{token}");
     assert_eq!(resp.app_creation_errors.len(), 1);
     assert_eq!(resp.app_creation_errors[0].index, 0);
     let del = pb::DeleteSubAgentRequest {
