@@ -265,12 +265,13 @@ impl Metrics {
 
     /// The exposition text. `live_agents` is `None` when it could not be read.
     /// `connected` is (agents connected over `/me/rpc`, tailnet peers
-    /// coordinating: agents and clients).
+    /// coordinating: agents and clients); `derp` the embedded relay's counters.
     pub fn render(
         &self,
         live_agents: Option<i64>,
         database_bytes: u64,
         connected: (usize, usize),
+        derp: crate::derp::Stats,
     ) -> String {
         let mut out = String::with_capacity(8 * 1024);
         let w = &mut out;
@@ -407,6 +408,50 @@ impl Metrics {
         line(w, "appliance_tailnet_peers", &[], connected.1 as u64);
         header(
             w,
+            "appliance_derp_clients",
+            "gauge",
+            "Connections open on the embedded DERP relay.",
+        );
+        line(w, "appliance_derp_clients", &[], derp.connected);
+        header(
+            w,
+            "appliance_derp_connections_total",
+            "counter",
+            "DERP relay connections that completed the handshake.",
+        );
+        line(w, "appliance_derp_connections_total", &[], derp.accepted);
+        header(
+            w,
+            "appliance_derp_packets_relayed_total",
+            "counter",
+            "Packets the DERP relay queued for a connected peer.",
+        );
+        line(
+            w,
+            "appliance_derp_packets_relayed_total",
+            &[],
+            derp.packets_relayed,
+        );
+        header(
+            w,
+            "appliance_derp_packets_dropped_total",
+            "counter",
+            "Packets the DERP relay dropped, by reason.",
+        );
+        for (reason, n) in [
+            ("queue_full", derp.dropped_queue_full),
+            ("unknown_destination", derp.dropped_unknown_dest),
+            ("peer_gone", derp.dropped_gone),
+        ] {
+            line(
+                w,
+                "appliance_derp_packets_dropped_total",
+                &[("reason", reason)],
+                n,
+            );
+        }
+        header(
+            w,
             "appliance_streams_open",
             "gauge",
             "Open long-lived streams (log-follow WebSockets, server-sent events).",
@@ -512,7 +557,15 @@ mod tests {
         m.record_request(r, 200, Duration::from_micros(300));
         m.record_request(r, 200, Duration::from_millis(3));
         m.record_request(r, 503, Duration::from_secs(20));
-        let text = m.render(Some(2), 4096, (1, 3));
+        let derp = crate::derp::Stats {
+            accepted: 5,
+            connected: 2,
+            packets_relayed: 70,
+            dropped_queue_full: 1,
+            dropped_unknown_dest: 3,
+            dropped_gone: 0,
+        };
+        let text = m.render(Some(2), 4096, (1, 3), derp);
         let b = |le: &str| {
             value(
                 &text,
@@ -544,6 +597,37 @@ mod tests {
         );
         assert_eq!(value(&text, "appliance_agents_live").as_deref(), Some("2"));
         assert_eq!(
+            value(&text, "appliance_agents_connected").as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            value(&text, "appliance_tailnet_peers").as_deref(),
+            Some("3")
+        );
+        assert_eq!(value(&text, "appliance_derp_clients").as_deref(), Some("2"));
+        assert_eq!(
+            value(&text, "appliance_derp_connections_total").as_deref(),
+            Some("5")
+        );
+        assert_eq!(
+            value(&text, "appliance_derp_packets_relayed_total").as_deref(),
+            Some("70")
+        );
+        for (reason, n) in [
+            ("queue_full", "1"),
+            ("unknown_destination", "3"),
+            ("peer_gone", "0"),
+        ] {
+            assert_eq!(
+                value(
+                    &text,
+                    &format!("appliance_derp_packets_dropped_total{{reason=\"{reason}\"}}")
+                )
+                .as_deref(),
+                Some(n)
+            );
+        }
+        assert_eq!(
             value(&text, "appliance_database_size_bytes").as_deref(),
             Some("4096")
         );
@@ -558,7 +642,7 @@ mod tests {
         }
         m.record_request("/api/v2/workspaceagents/me/manifest", 200, Duration::ZERO);
         m.record_request("/api/v2/workspaceagents/me/manifest", 401, Duration::ZERO);
-        let text = m.render(None, 0, (0, 0));
+        let text = m.render(None, 0, (0, 0), crate::derp::Stats::default());
         assert_eq!(
             value(
                 &text,
@@ -605,7 +689,7 @@ mod tests {
             m.sign_in("google", outcome);
         }
         m.sign_in("nowhere", Success);
-        let text = m.render(None, 0, (0, 0));
+        let text = m.render(None, 0, (0, 0), crate::derp::Stats::default());
         let v = |outcome: &str| {
             value(
                 &text,
@@ -631,12 +715,12 @@ mod tests {
         let a = m.stream_opened(Stream::WebSocket);
         let b = m.stream_opened(Stream::WebSocket);
         drop(a);
-        let text = m.render(None, 0, (0, 0));
+        let text = m.render(None, 0, (0, 0), crate::derp::Stats::default());
         assert!(text.contains("appliance_streams_open{kind=\"websocket\"} 1\n"));
         assert!(text.contains("appliance_streams_open{kind=\"sse\"} 0\n"));
         drop(b);
         assert!(
-            m.render(None, 0, (0, 0))
+            m.render(None, 0, (0, 0), crate::derp::Stats::default())
                 .contains("appliance_streams_open{kind=\"websocket\"} 0\n")
         );
     }

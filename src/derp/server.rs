@@ -797,6 +797,8 @@ async fn write_frames<W: AsyncWrite + Unpin>(
     let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch = Pending::default();
+    // Bytes written but not flushed: a WebSocket holds them until a flush.
+    let mut unflushed = false;
     loop {
         if end.is_cancelled() {
             return Ok(());
@@ -820,14 +822,20 @@ async fn write_frames<W: AsyncWrite + Unpin>(
                 drop(p);
                 if out.len() >= WRITE_CHUNK {
                     send(w, out, limit).await?;
+                    unflushed = true;
                 }
             }
             continue;
         }
-        // Nothing more queued: send and flush what the batch left.
+        // Nothing more queued: send and flush what the batch left (and what
+        // full chunks sent before it).
         if !out.is_empty() {
             send(w, out, limit).await?;
+            unflushed = true;
+        }
+        if unflushed {
             flush(w, limit).await?;
+            unflushed = false;
             if out.capacity() > WRITE_KEEP {
                 *out = Vec::new();
             }

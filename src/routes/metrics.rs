@@ -57,6 +57,7 @@ async fn scrape(app: App, authorization: Option<String>) -> Result<Response, Api
                 agents,
                 bytes,
                 (app.connections.len(), app.coordinator.peer_count()),
+                app.derp.stats(),
             )
             .into(),
     );

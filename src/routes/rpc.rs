@@ -50,8 +50,12 @@ use crate::store::agents::AgentRow;
 /// The WebSocket read limit both sides set (coder: 4 MiB).
 const MAX_MESSAGE: usize = 4 << 20;
 
-/// A write is sent as one binary message of at most this many bytes.
-const MAX_WRITE: usize = 1 << 20;
+/// A write is sent as one binary message of at most this many bytes:
+/// coder/websocket's default read limit (32 KiB per message), which Coder's
+/// clients keep on `/coordinate`, `/tailnet` and Tailscale's DERP client on
+/// `/derp` (only the agent raises it, to 4 MiB). A bigger message ends their
+/// connection.
+const MAX_WRITE: usize = 32 << 10;
 
 pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
     let router = Arc::new(agentapi::router());

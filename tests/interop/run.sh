@@ -53,6 +53,12 @@ if ip route show default 2>/dev/null | grep -q .; then
   echo "run.sh: a default route exists inside the namespace; refusing to run" >&2
   exit 2
 fi
+# Tailscale's netmon counts the network as up only while some interface has a
+# usable address that is not a loopback one; without that, magicsock never
+# talks to a DERP relay. So `lo` itself gets a documentation address (RFC 5737
+# TEST-NET-1). The namespace still holds no interface but `lo` and no route
+# out: the address is local and nothing can leave.
+ip addr add 192.0.2.1/32 dev lo
 
 tmp="$(mktemp -d /tmp/appliance-interop.XXXXXX)"
 port=3000
@@ -82,7 +88,8 @@ done
 user_token="$("$APPLIANCE_BIN" token create --user admin --db "$tmp/a.db")"
 
 # The harness's workspace: agent "rpc" for tier 1 (the generated clients), agent
-# "real" for tier 2 (Coder's agent). The Go tests assert these values.
+# "real" for tier 2 (Coder's agent), agent "dial" for tier 3 (Coder's agent
+# reached by Coder's client). The Go tests assert these values.
 mkdir -p "$tmp/home"
 cat >"$tmp/interop.toml" <<EOF
 name = "interop"
@@ -130,6 +137,13 @@ type = "interop_machine"
     run_on_start = true
     start_blocks_login = true
     timeout_seconds = 60
+
+  [[resources.agents]]
+  name = "dial"
+  auth = "token"
+  os = "linux"
+  arch = "amd64"
+  directory = "$tmp/home"
 EOF
 "$APPLIANCE_BIN" workspace apply "$tmp/interop.toml" --db "$tmp/a.db" --output json >"$tmp/apply.json"
 

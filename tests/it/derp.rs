@@ -58,6 +58,8 @@ impl Wire for TcpStream {
 struct WsWire {
     ws: tungstenite::WebSocket<TcpStream>,
     pending: Vec<u8>,
+    /// The largest binary message received.
+    largest: usize,
 }
 
 impl Wire for WsWire {
@@ -67,7 +69,10 @@ impl Wire for WsWire {
     fn take_exact(&mut self, n: usize) -> Vec<u8> {
         while self.pending.len() < n {
             match self.ws.read().unwrap() {
-                Message::Binary(b) => self.pending.extend_from_slice(&b),
+                Message::Binary(b) => {
+                    self.largest = self.largest.max(b.len());
+                    self.pending.extend_from_slice(&b);
+                }
                 Message::Ping(_) | Message::Pong(_) => {}
                 other => panic!("unexpected message {other:?}"),
             }
@@ -225,6 +230,7 @@ fn the_websocket_path_echoes_the_derp_subprotocol_and_relays() {
     let mut w = Client::handshake(WsWire {
         ws,
         pending: Vec::new(),
+        largest: 0,
     });
     let (tcp, _) = upgrade(server.addr, "DERP");
     let mut t = Client::handshake(tcp);
@@ -239,6 +245,21 @@ fn the_websocket_path_echoes_the_derp_subprotocol_and_relays() {
     assert_eq!(
         (kind, &body[..32], &body[32..]),
         (RECV_PACKET, &t.public[..], &b"over tcp"[..])
+    );
+    // A packet of the largest size arrives whole, in messages a client with
+    // coder/websocket's default read limit (32 KiB per message) accepts.
+    for size in [1 << 10, 16 << 10, 33 << 10, 64 << 10] {
+        let big: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        t.send_packet(&w.public, &big);
+        let (kind, body) = w.next();
+        assert_eq!(kind, RECV_PACKET);
+        assert_eq!((&body[..32], body.len() - 32), (&t.public[..], big.len()));
+        assert!(body[32..] == big[..], "the packet's bytes");
+    }
+    assert!(
+        w.wire.largest <= 32 << 10,
+        "a message of {} bytes: over coder/websocket's 32 KiB read limit",
+        w.wire.largest
     );
 }
 

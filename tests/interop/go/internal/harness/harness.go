@@ -138,3 +138,30 @@ func Eventually(t *testing.T, timeout time.Duration, what string, cond func() st
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// Metric reads one unlabelled series from appliance's GET /metrics.
+func (e *Env) Metric(ctx context.Context, name string) (float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.URL.JoinPath("/metrics").String(), nil)
+	if err != nil {
+		return 0, err
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("GET /metrics: %d %s", res.StatusCode, strings.TrimSpace(string(body)))
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if rest, ok := strings.CutPrefix(line, name+" "); ok {
+			var v float64
+			if _, err := fmt.Sscan(rest, &v); err != nil {
+				return 0, fmt.Errorf("GET /metrics: %s: %v", line, err)
+			}
+			return v, nil
+		}
+	}
+	return 0, fmt.Errorf("GET /metrics: no series %s", name)
+}
