@@ -100,6 +100,13 @@ pub(crate) async fn serve(listener: TcpListener, app: &App) {
                 }
             },
         };
+        // No Nagle delay, as Go's net package sets on every TCP connection:
+        // the DERP relay and the WebSocket streams write small frames
+        // back to back, and Nagle would hold the second until the peer's
+        // delayed ACK (40 ms): an SSH keystroke through the relay took 44 ms.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY");
+        }
         // Forget connections that have ended.
         while connections.try_join_next().is_some() {}
         connections.spawn(connection(
