@@ -5,7 +5,7 @@
 set -eu
 cd "$(dirname "$0")"
 F=../tests/fixtures/identity
-for t in drpc_frames identity_aws identity_azure identity_gcp manifest proof_json rpc_requests; do
+for t in derp_relay drpc_frames identity_aws identity_azure identity_gcp manifest proof_json rpc_requests; do
   mkdir -p "corpus/$t"
 done
 
@@ -17,6 +17,46 @@ json_string() {
   sed 's/\\/\\\\/g; s/"/\\"/g; s/\t/\\t/g' "$1" | awk 'NR > 1 { printf "\\n" } { printf "%s", $0 }'
   printf '"'
 }
+
+# derp_relay: selector (bit 0: the harness does the handshake; bits 1-3:
+# piece size; bit 4: ClientInfo JSON sealed by the harness / a duplicate
+# connection; bits 5-6: SendPacket destinations rewritten; bit 7: the peer
+# talks) + bytes. The target's keys are fixed (relay [1;32], fuzzed client
+# [2;32], peer [3;32], nonce [4;24]): HELLO is the fuzzed client's ClientInfo
+# frame, PEER the peer's public key.
+HELLO=AgAAAGjOjTrRzLYz7HtwwXgUpcduzQKWhQUNNEdFugWHDlh9WQQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBHKq5d0o1TkMrDvPCJohEhRefY0FYyTxhucWXBukmA9l2sgThURiZTod/DfjSsuN+Q==
+PEER=Xf7dO2vUf2+ijuFdlp1bsOpTd01Ii9r53xxuASSz7yI=
+ME=zo060cy2M+x7cMF4FKXHbs0CloUFDTRHRboFhw5YfVk=
+b64() { printf '%s' "$1" | base64 -d; }
+# A DERP frame header: type $1, big-endian length $2.
+header() { byte "$1"; byte $(($2 >> 24 & 255)); byte $(($2 >> 16 & 255)); byte $(($2 >> 8 & 255)); byte $(($2 & 255)); }
+# One of each frame a client sends: packets to the peer, to itself and (disco)
+# to nobody, NotePreferred, a Ping with extra bytes, a Pong, KeepAlive, an
+# unknown type.
+derp_frames() {
+  header 4 42; b64 $PEER; printf 'hello peer'
+  header 4 44; b64 $ME; printf 'to myself'; printf '\000\001\002'
+  header 4 100; head -c 32 /dev/zero | tr '\000' '\011'; printf '\124\123\360\237\222\254'; head -c 62 /dev/zero
+  header 7 1; byte 1
+  header 18 12; printf '12345678ext!'
+  header 19 8; printf '87654321'
+  header 6 0
+  header 66 3; printf 'xyz'
+}
+{ byte 0; b64 $HELLO; derp_frames; } > corpus/derp_relay/handshake
+{ byte 2; b64 $HELLO; derp_frames; } > corpus/derp_relay/handshake-bytewise
+{ byte 16; printf '{"version":2}'; byte 0; derp_frames; } > corpus/derp_relay/json
+{ byte 16; printf 'null'; byte 0; derp_frames; } > corpus/derp_relay/json-null
+{ byte 1; derp_frames; } > corpus/derp_relay/frames
+{ byte 3; derp_frames; } > corpus/derp_relay/frames-bytewise
+{ byte 145; derp_frames; } > corpus/derp_relay/frames-duplicate-talking
+for k in 10 16 17; do
+  { byte 1; derp_frames; header $k 0; } > "corpus/derp_relay/frames-mesh-$k"
+done
+# The largest packet, to the peer; 40 to itself (its queues hold 16).
+{ byte 33; header 4 65568; head -c 65568 /dev/zero; } > corpus/derp_relay/frames-largest
+{ byte 65; i=0; while [ $i -lt 40 ]; do header 4 40; head -c 40 /dev/zero; i=$((i + 1)); done; } \
+  > corpus/derp_relay/frames-to-itself
 
 # drpc_frames: chunk-size selector + a unary GetManifest call as an agent sends it.
 { byte 0; printf '\003\001\001\041/coder.agent.v2.Agent/GetManifest\005\001\002\000\015\001\003\000'; } > corpus/drpc_frames/unary

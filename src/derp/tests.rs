@@ -4,6 +4,7 @@
 //! the limits.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -13,7 +14,7 @@ use tokio::io::{AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::frame::{self, FrameReader, Key, kind};
+use super::frame::{self, FrameReader, KEY_LEN, Key, kind};
 use super::server::DUPLICATE_HEALTH;
 use super::{DerpError, Limits, Relay, ServerKey};
 
@@ -397,4 +398,272 @@ async fn a_client_that_never_reads_stalls_nobody() {
     let stats = relay.stats();
     assert!(stats.dropped_queue_full > 0, "{stats:?}");
     drop(sink);
+}
+
+/// xorshift64: the mutation test's inputs are the same on every run. (A
+/// `Cell`, so that draws can nest: `rng.bytes(rng.below(10))`.)
+struct Rng(std::cell::Cell<u64>);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(std::cell::Cell::new(seed))
+    }
+
+    fn next(&self) -> u64 {
+        let mut x = self.0.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0.set(x);
+        x
+    }
+
+    fn below(&self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn bytes(&self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// A few frames of every kind a client may send, some malformed: packets to
+/// `peer`, to the sender itself and to nobody (data and disco), Pings of
+/// every size, NotePreferred, the mesh frames, unknown types, and (unless
+/// `honest`) lengths that lie (short, long, huge) and bodies cut short.
+fn random_frames(rng: &Rng, me: &Key, peer: &Key, honest: bool, out: &mut Vec<u8>) {
+    const DISCO: [u8; 6] = [0x54, 0x53, 0xf0, 0x9f, 0x92, 0xac];
+    for _ in 0..1 + rng.below(8) {
+        let k = match rng.below(16) {
+            0..=4 => kind::SEND_PACKET,
+            5 => kind::NOTE_PREFERRED,
+            6 | 7 => kind::PING,
+            8 => kind::PONG,
+            9 => kind::KEEP_ALIVE,
+            10 => [kind::FORWARD_PACKET, kind::WATCH_CONNS, kind::CLOSE_PEER][rng.below(3)],
+            11 => [kind::CLIENT_INFO, kind::SERVER_KEY, kind::RECV_PACKET][rng.below(3)],
+            _ => rng.next() as u8,
+        };
+        let mut body = match k {
+            kind::SEND_PACKET if rng.below(8) == 0 => rng.bytes(rng.below(KEY_LEN)),
+            kind::SEND_PACKET => {
+                let mut b = match rng.below(4) {
+                    0 | 1 => peer.to_vec(),
+                    2 => me.to_vec(),
+                    _ => rng.bytes(KEY_LEN),
+                };
+                if rng.below(3) == 0 {
+                    b.extend_from_slice(&DISCO);
+                }
+                let len = rng.below(300);
+                b.extend(rng.bytes(len));
+                b
+            }
+            kind::NOTE_PREFERRED => rng.bytes(if rng.below(4) == 0 { rng.below(3) } else { 1 }),
+            kind::PING => rng.bytes(match rng.below(4) {
+                0 => rng.below(frame::PING_LEN),
+                1 => frame::MAX_PING_FRAME + rng.below(3),
+                _ => frame::PING_LEN + rng.below(20),
+            }),
+            _ => rng.bytes(rng.below(100)),
+        };
+        let len = match rng.below(12) {
+            _ if honest => body.len() as u32,
+            0 => rng.next() as u32,
+            1 => (body.len() + rng.below(4)) as u32,
+            2 => body.len().saturating_sub(1 + rng.below(4)) as u32,
+            _ => body.len() as u32,
+        };
+        if !honest && rng.below(16) == 0 {
+            body.truncate(rng.below(body.len() + 1));
+        }
+        frame::put_header(out, k, len);
+        out.extend_from_slice(&body);
+    }
+}
+
+/// Applies 1 to 4 random edits (overwrite, delete, insert) to `v`.
+fn mutate(rng: &Rng, v: &mut Vec<u8>) {
+    for _ in 0..1 + rng.below(4) {
+        let at = rng.below(v.len().max(1));
+        match rng.below(3) {
+            0 if at < v.len() => v[at] = rng.next() as u8,
+            1 if at < v.len() => {
+                v.remove(at);
+            }
+            _ => v.insert(at.min(v.len()), rng.next() as u8),
+        }
+    }
+}
+
+/// Stands in for the fuzz target (`fuzz/fuzz_targets/derp_relay.rs`) where
+/// cargo-fuzz is not available: thousands of connections that send random
+/// or mutated bytes before and after a valid handshake, written in random
+/// pieces and then half-closed. Each must end (Ok or Err, its writer never
+/// panicking) within 5 s, and a well-behaved client connected throughout
+/// must still get its packets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_and_mutated_frames_never_panic_or_hang() {
+    let relay = relay();
+    let (b, b_served) = TestClient::connect(&relay).await;
+    let b_key = b.public;
+    // b reads all the time (its writer would cut it off otherwise) and
+    // reports the first packet whose payload is `marker`.
+    let marker = b"still served".to_vec();
+    let mut b_reader = b.reader;
+    let b_writer = b.writer;
+    let from_fuzzed = Arc::new(AtomicU64::new(0));
+    let b_reads = tokio::spawn({
+        let marker = marker.clone();
+        let from_fuzzed = from_fuzzed.clone();
+        async move {
+            loop {
+                let Some((k, len)) = b_reader.header().await.unwrap() else {
+                    panic!("b's connection ended");
+                };
+                let body = b_reader.body(len as usize).await.unwrap();
+                if k == kind::RECV_PACKET {
+                    if body[KEY_LEN..] == marker[..] {
+                        return Key::try_from(&body[..KEY_LEN]).unwrap();
+                    }
+                    from_fuzzed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    });
+
+    // The fuzzed connections all claim one key, whose box is sealed once
+    // (the relay opens each with one key agreement of its own).
+    let secret = SecretKey::from([0x42u8; 32]);
+    let a_key = secret.public_key().to_bytes();
+    let sealer = SalsaBox::new(&PublicKey::from(relay.public_key()), &secret);
+    let hello = client_info(&a_key, &sealer, br#"{"version":2,"CanAckPings":true}"#);
+    let mut valid = Vec::new();
+    frame::put_frame(&mut valid, kind::SEND_PACKET, &[&b_key, b"hello b"]);
+    frame::put_frame(&mut valid, kind::NOTE_PREFERRED, &[&[1]]);
+    frame::put_frame(&mut valid, kind::PING, &[b"12345678", b"ext"]);
+    frame::put_frame(&mut valid, kind::SEND_PACKET, &[&a_key, b"to myself"]);
+    frame::put_frame(&mut valid, 0x42, &[&[7u8; 40]]);
+    frame::put_frame(&mut valid, kind::KEEP_ALIVE, &[]);
+    let mut disco = vec![0x54, 0x53, 0xf0, 0x9f, 0x92, 0xac];
+    disco.resize(80, 3);
+    frame::put_frame(&mut valid, kind::SEND_PACKET, &[&[9u8; 32], &disco]);
+    frame::put_frame(&mut valid, kind::SEND_PACKET, &[&b_key, &disco]);
+
+    let rng = Rng::new(0x2545_f491_4f6c_dd1d);
+    let (mut ended_ok, mut ended_err) = (0, 0);
+    for round in 0..3000 {
+        let mut honest = false;
+        let input = match round % 4 {
+            // A ClientInfo that opens, its JSON mutated (or not JSON, or not
+            // an object), then valid frames.
+            0 if rng.below(3) == 0 => {
+                let mut json = br#"{"version":2,"CanAckPings":true}"#.to_vec();
+                match rng.below(4) {
+                    0 => json = br#"[1,"a",null]"#.to_vec(),
+                    1 => json = b"null".to_vec(),
+                    _ => mutate(&rng, &mut json),
+                }
+                [&client_info(&a_key, &sealer, &json)[..], &valid[..]].concat()
+            }
+            // No handshake: random bytes, now and then behind a ClientInfo header.
+            0 => {
+                let mut v = rng.bytes(rng.below(200));
+                if rng.below(2) == 0 {
+                    let len = (frame::MIN_CLIENT_INFO + rng.below(100)) as u32;
+                    let mut h = Vec::new();
+                    frame::put_header(&mut h, kind::CLIENT_INFO, len);
+                    v.splice(0..0, h);
+                }
+                v
+            }
+            // The handshake and valid frames, mutated anywhere.
+            1 => {
+                let mut v = [&hello[..], &valid[..]].concat();
+                mutate(&rng, &mut v);
+                v
+            }
+            // A valid handshake, then random frames; when their lengths are
+            // true, a Ping at the end that the relay answers (unless a frame
+            // before it ended the connection) before the client half-closes,
+            // so that the writer has its turn.
+            2 => {
+                let mut v = hello.clone();
+                honest = rng.below(2) == 0;
+                random_frames(&rng, &a_key, &b_key, honest, &mut v);
+                if honest {
+                    frame::put_frame(&mut v, kind::PING, &[b"lastping"]);
+                }
+                v
+            }
+            // A valid handshake, then valid frames mutated.
+            _ => {
+                let mut f = valid.clone();
+                mutate(&rng, &mut f);
+                [&hello[..], &f[..]].concat()
+            }
+        };
+        let chunk = 1 + rng.below(if rng.below(2) == 0 { 8 } else { 600 });
+        let (stream, served) = dial(&relay, 1 + rng.below(4096));
+        let (rd, mut wr) = tokio::io::split(stream);
+        // Reads everything the relay sends; reports the first Pong, or the
+        // end (by dropping `pong`).
+        let (pong, ponged) = tokio::sync::oneshot::channel::<()>();
+        let drain = tokio::spawn(async move {
+            let mut pong = Some(pong);
+            let mut r = FrameReader::new(rd);
+            while let Ok(Some((k, len))) = r.header().await {
+                if k == kind::PONG
+                    && let Some(p) = pong.take()
+                {
+                    let _ = p.send(());
+                }
+                if r.skip(u64::from(len)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        for piece in input.chunks(chunk) {
+            if wr.write_all(piece).await.is_err() {
+                break; // the relay has hung up
+            }
+        }
+        if honest {
+            let _ = tokio::time::timeout(WAIT, ponged)
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: no Pong and no end: {input:02x?}"));
+        }
+        let _ = wr.shutdown().await;
+        let r = tokio::time::timeout(WAIT, served)
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: the connection did not end: {input:02x?}"))
+            .unwrap_or_else(|e| panic!("round {round}: the relay panicked ({e}): {input:02x?}"));
+        match r {
+            Ok(()) => ended_ok += 1,
+            Err(DerpError::Protocol(m)) if m.starts_with("the writer failed") => {
+                panic!("round {round}: {m}: {input:02x?}")
+            }
+            Err(_) => ended_err += 1,
+        }
+        tokio::time::timeout(WAIT, drain)
+            .await
+            .expect("the relay closes its side")
+            .unwrap();
+        drop(wr);
+    }
+    assert!(ended_ok > 100 && ended_err > 100, "{ended_ok} {ended_err}");
+
+    // Every fuzzed connection is gone; b is still here and still served.
+    assert_eq!(relay.stats().connected, 1);
+    assert!(from_fuzzed.load(Ordering::Relaxed) > 100);
+    let (mut c, _) = TestClient::connect(&relay).await;
+    c.send_packet(&b_key, &marker).await;
+    let src = tokio::time::timeout(WAIT, b_reads)
+        .await
+        .expect("b gets the packet within 5 s")
+        .unwrap();
+    assert_eq!(src, c.public);
+    assert!(!b_served.is_finished());
+    drop(b_writer);
+    assert!(result(b_served).await.is_ok());
 }
