@@ -49,6 +49,9 @@ if [ "${INTEROP_IN_NETNS:-}" != 1 ]; then
 fi
 
 # ---- inside the namespace: only 127.0.0.1 exists ----
+# Ours, not appliance's: keep them out of the server's and the CLI's
+# environment (appliance warns about APPLIANCE_* names it does not know).
+export -n APPLIANCE_BIN APPLIANCE_TEST_REQUIRE_SSH_KEYGEN INTEROP_IN_NETNS
 if ip route show default 2>/dev/null | grep -q .; then
   echo "run.sh: a default route exists inside the namespace; refusing to run" >&2
   exit 2
@@ -77,7 +80,7 @@ export APPLIANCE_AGENT__CONNECTION_UPDATE_INTERVAL=1s
 export APPLIANCE_LOG__FILTER="${APPLIANCE_LOG__FILTER:-info,appliance=debug}"
 
 echo "== appliance serve on $url (log: $log)"
-env -u APPLIANCE_BIN -u INTEROP_IN_NETNS "$APPLIANCE_BIN" serve --db "$tmp/a.db" --listen "127.0.0.1:$port" >"$log" 2>&1 &
+"$APPLIANCE_BIN" serve --db "$tmp/a.db" --listen "127.0.0.1:$port" >"$log" 2>&1 &
 server_pid=$!
 for _ in $(seq 100); do
   if "$APPLIANCE_BIN" healthcheck --url "$url" --timeout 1s >/dev/null 2>&1; then break; fi
