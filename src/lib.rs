@@ -47,6 +47,7 @@ pub(crate) mod gitsshkey;
 pub mod identity;
 pub(crate) mod logs;
 pub mod manifest;
+pub(crate) mod peer;
 pub(crate) mod routes;
 pub mod rpc;
 pub(crate) mod sanitize;

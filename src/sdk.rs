@@ -414,3 +414,52 @@ pub struct AgentConnectionInfo {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub hostname_suffix: String,
 }
+
+/// `codersdk.WorkspaceAgentListeningPortsResponse`: what an agent answers on
+/// `GET /api/v0/listening-ports`, and (filtered) `GET
+/// /workspaceagents/{id}/listening-ports`. `ports` is always a list.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkspaceAgentListeningPortsResponse {
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub ports: Vec<WorkspaceAgentListeningPort>,
+}
+
+/// `codersdk.WorkspaceAgentListeningPort`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WorkspaceAgentListeningPort {
+    pub process_name: String,
+    pub network: String,
+    pub port: u16,
+}
+
+/// A JSON `null` list read as empty, as Go leaves a nil slice.
+fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
+/// `workspacesdk.AgentReconnectingPTYInit`: the first thing written on an
+/// agent's reconnecting-PTY port, after its length (2 bytes, little-endian).
+/// Go's field names: the struct has no JSON tags.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AgentReconnectingPtyInit {
+    #[serde(rename = "ID")]
+    pub id: Uuid,
+    pub height: u16,
+    pub width: u16,
+    pub command: String,
+    pub container: String,
+    pub container_user: String,
+    pub backend_type: String,
+}
+
+/// `codersdk.IssueReconnectingPTYSignedTokenResponse`.
+#[derive(Debug, Clone, Serialize)]
+pub struct IssueReconnectingPtySignedTokenResponse {
+    pub signed_token: String,
+}

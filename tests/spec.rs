@@ -675,6 +675,51 @@ fn error_bodies_are_valid_responses() {
     }
 }
 
+/// The routes that reach an agent refuse with `codersdk.Response` bodies
+/// up to the dial (an agent that never connected stops them there).
+#[test]
+fn agent_reaching_refusals_are_valid_responses() {
+    let server = Server::start();
+    let token = server.admin_token();
+    let applied = server.apply("minimal.toml", MINIMAL);
+    let solo = agent_id(&applied, "solo");
+    let unknown = "7d9c6e48-7f53-4c47-9e0f-2d2e1a3c6b51";
+    for rest in ["listening-ports", "containers", "containers/watch"] {
+        for (what, id, token, want) in [
+            ("no token", solo.to_string(), None, 401),
+            (
+                "an unknown agent",
+                unknown.to_string(),
+                Some(token.as_str()),
+                404,
+            ),
+            (
+                "an agent never connected",
+                solo.to_string(),
+                Some(token.as_str()),
+                400,
+            ),
+        ] {
+            let path = format!("/api/v2/workspaceagents/{id}/{rest}");
+            let (status, body) = server.get(&path, token);
+            assert_eq!(status, want, "GET {path} with {what}: {body}");
+            assert_valid("codersdk.Response", &format!("{rest}: {what}"), &body);
+        }
+    }
+    let (status, body) = server.get(
+        &format!("/api/v2/workspaceagents/{solo}/containers?label=nokey"),
+        Some(&token),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_valid("codersdk.Response", "a bad label", &body);
+    let (status, body) = server.get(
+        &format!("/api/v2/workspaceagents/{solo}/pty?reconnect=x"),
+        None,
+    );
+    assert_eq!(status, 404, "{body}");
+    assert_valid("codersdk.Response", "the terminal without a key", &body);
+}
+
 #[test]
 fn git_ssh_keys_are_valid_and_refusals_are_responses() {
     let server = Server::start();

@@ -265,12 +265,13 @@ impl Metrics {
 
     /// The exposition text. `live_agents` is `None` when it could not be read.
     /// `connected` is (agents connected over `/me/rpc`, tailnet peers
-    /// coordinating: agents and clients); `derp` the embedded relay's counters.
+    /// coordinating: agents and clients, the server peer's WireGuard tunnels
+    /// to agents); `derp` the embedded relay's counters.
     pub fn render(
         &self,
         live_agents: Option<i64>,
         database_bytes: u64,
-        connected: (usize, usize),
+        connected: (usize, usize, usize),
         derp: crate::derp::Stats,
     ) -> String {
         let mut out = String::with_capacity(8 * 1024);
@@ -406,6 +407,18 @@ impl Metrics {
             "Peers on the tailnet coordinator (agents and clients).",
         );
         line(w, "appliance_tailnet_peers", &[], connected.1 as u64);
+        header(
+            w,
+            "appliance_tailnet_server_tunnels",
+            "gauge",
+            "WireGuard tunnels from the server to agents (listening ports, containers, /pty).",
+        );
+        line(
+            w,
+            "appliance_tailnet_server_tunnels",
+            &[],
+            connected.2 as u64,
+        );
         header(
             w,
             "appliance_derp_clients",
@@ -565,7 +578,7 @@ mod tests {
             dropped_unknown_dest: 3,
             dropped_gone: 0,
         };
-        let text = m.render(Some(2), 4096, (1, 3), derp);
+        let text = m.render(Some(2), 4096, (1, 3, 2), derp);
         let b = |le: &str| {
             value(
                 &text,
@@ -599,6 +612,10 @@ mod tests {
         assert_eq!(
             value(&text, "appliance_agents_connected").as_deref(),
             Some("1")
+        );
+        assert_eq!(
+            value(&text, "appliance_tailnet_server_tunnels").as_deref(),
+            Some("2")
         );
         assert_eq!(
             value(&text, "appliance_tailnet_peers").as_deref(),
@@ -642,7 +659,7 @@ mod tests {
         }
         m.record_request("/api/v2/workspaceagents/me/manifest", 200, Duration::ZERO);
         m.record_request("/api/v2/workspaceagents/me/manifest", 401, Duration::ZERO);
-        let text = m.render(None, 0, (0, 0), crate::derp::Stats::default());
+        let text = m.render(None, 0, (0, 0, 0), crate::derp::Stats::default());
         assert_eq!(
             value(
                 &text,
@@ -689,7 +706,7 @@ mod tests {
             m.sign_in("google", outcome);
         }
         m.sign_in("nowhere", Success);
-        let text = m.render(None, 0, (0, 0), crate::derp::Stats::default());
+        let text = m.render(None, 0, (0, 0, 0), crate::derp::Stats::default());
         let v = |outcome: &str| {
             value(
                 &text,
@@ -715,12 +732,12 @@ mod tests {
         let a = m.stream_opened(Stream::WebSocket);
         let b = m.stream_opened(Stream::WebSocket);
         drop(a);
-        let text = m.render(None, 0, (0, 0), crate::derp::Stats::default());
+        let text = m.render(None, 0, (0, 0, 0), crate::derp::Stats::default());
         assert!(text.contains("appliance_streams_open{kind=\"websocket\"} 1\n"));
         assert!(text.contains("appliance_streams_open{kind=\"sse\"} 0\n"));
         drop(b);
         assert!(
-            m.render(None, 0, (0, 0), crate::derp::Stats::default())
+            m.render(None, 0, (0, 0, 0), crate::derp::Stats::default())
                 .contains("appliance_streams_open{kind=\"websocket\"} 0\n")
         );
     }

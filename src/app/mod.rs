@@ -54,12 +54,19 @@ pub struct App {
     pub derp_map: tokio::sync::watch::Sender<Arc<crate::rpc::proto::tailnet::DerpMap>>,
     /// Signs resume tokens; kept in the database, so tokens survive a restart.
     pub resume_key: crate::tailnet::resume::Key,
+    /// Signs the web terminal's tokens (`POST
+    /// /applications/reconnecting-pty-signed-token`, HMAC-SHA256); kept in
+    /// the database like `resume_key`.
+    pub pty_token_key: [u8; 32],
     /// The tailnet coordinator: agents' and clients' nodes and tunnels.
     pub coordinator: crate::tailnet::coordinator::Coordinator,
     /// Agents connected over `/me/rpc`, watched by the connection monitor.
     pub connections: Arc<connections::Connections>,
     /// The embedded DERP relay (`GET /derp`), with the key kept in the database.
     pub derp: Arc<crate::derp::Relay>,
+    /// appliance's own tailnet peer: dials ports on agents (listening ports,
+    /// containers, the web terminal).
+    pub dialer: Arc<crate::peer::AgentDialer>,
 }
 
 impl App {
@@ -96,6 +103,19 @@ impl App {
         relay::watch_database(&store, hub.clone())?;
         let derp = Arc::new(crate::derp::Relay::new(derp_key(&store)?));
         let resume_key = resume_key(&store)?;
+        let pty_token_key = pty_token_key(&store)?;
+        let shutdown = CancellationToken::new();
+        let coordinator = crate::tailnet::coordinator::Coordinator::default();
+        let dialer = Arc::new(crate::peer::AgentDialer::new(
+            peer_keys(&store)?,
+            config
+                .derp
+                .embedded_relay
+                .then(|| i32::try_from(config.derp.region_id).unwrap_or(i32::MAX)),
+            coordinator.clone(),
+            derp.clone(),
+            shutdown.clone(),
+        ));
         Ok(App {
             identity_limiter: Arc::new(RateLimiter::new(config.identity.rate_limit_per_minute)),
             metrics: Arc::new(Metrics::new(&config.metrics, route_templates)),
@@ -109,11 +129,13 @@ impl App {
             api_keys: Arc::new(KeyCache::default()),
             external_auth: Arc::new(external_auth),
             external_auth_state: Arc::default(),
-            shutdown: CancellationToken::new(),
+            shutdown,
             connections: Arc::default(),
-            coordinator: Default::default(),
+            coordinator,
             resume_key,
+            pty_token_key,
             derp_map: tokio::sync::watch::Sender::new(Arc::new(derp_map)),
+            dialer,
             derp,
         })
     }
@@ -143,6 +165,42 @@ fn resume_key(store: &Store) -> anyhow::Result<crate::tailnet::resume::Key> {
     })?;
     crate::tailnet::resume::Key::from_bytes(&stored)
         .ok_or_else(|| anyhow::anyhow!("the stored resume-token key is damaged"))
+}
+
+/// The tailnet peer's node and disco keys: the ones in the database, or new
+/// ones stored now (so the server's node key survives a restart).
+fn peer_keys(store: &Store) -> anyhow::Result<crate::peer::Keys> {
+    let fresh = crate::peer::Keys::generate();
+    let get = |name: &str, bytes: &[u8; 32]| -> anyhow::Result<[u8; 32]> {
+        let stored = store.write(|tx| {
+            crate::store::server_keys::get_or_insert(tx, name, bytes, crate::store::now())
+        })?;
+        <[u8; 32]>::try_from(stored.as_slice())
+            .map_err(|_| anyhow::anyhow!("the stored key {name:?} is damaged"))
+    };
+    Ok(crate::peer::Keys {
+        node: get(crate::peer::NODE_KEY_NAME, &fresh.node)?,
+        disco: get(crate::peer::DISCO_KEY_NAME, &fresh.disco)?,
+    })
+}
+
+/// The name of the web terminal's token key among the server keys.
+const PTY_TOKEN_KEY_NAME: &str = "reconnecting_pty_token";
+
+/// The web terminal's token key: made on first start, then read from the
+/// database.
+fn pty_token_key(store: &Store) -> anyhow::Result<[u8; 32]> {
+    let fresh: [u8; 32] = rand::random();
+    let stored = store.write(|tx| {
+        crate::store::server_keys::get_or_insert(
+            tx,
+            PTY_TOKEN_KEY_NAME,
+            &fresh,
+            crate::store::now(),
+        )
+    })?;
+    <[u8; 32]>::try_from(stored.as_slice())
+        .map_err(|_| anyhow::anyhow!("the stored web terminal token key is damaged"))
 }
 
 fn derp_key(store: &Store) -> anyhow::Result<crate::derp::ServerKey> {

@@ -89,7 +89,7 @@ async fn get_agent(app: App, token: Option<String>, raw_id: String) -> Result<Re
     Ok(json_bytes(StatusCode::OK, bytes))
 }
 
-fn timestamps(agent: &AgentRow) -> agent_status::Timestamps {
+pub(super) fn timestamps(agent: &AgentRow) -> agent_status::Timestamps {
     agent_status::Timestamps {
         created_at: agent.created_at,
         first_connected_at: agent.first_connected_at,

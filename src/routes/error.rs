@@ -27,6 +27,21 @@ pub struct ApiError {
     /// Ask the client to close the connection after this answer (an error
     /// sent before the request body was read).
     pub close: bool,
+    /// How the body is written: Coder's JSON almost everywhere.
+    pub format: Format,
+}
+
+/// How an [`ApiError`] is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `codersdk.Response` JSON.
+    Json,
+    /// Coder's static HTML error page (`site.RenderStaticErrorPage`), as the
+    /// workspace-apps proxy answers the web terminal: `body.message` is the
+    /// title, `body.detail` the description.
+    Page,
+    /// Go's `http.Error`: `body.message` as one line of plain text.
+    Text,
 }
 
 impl ApiError {
@@ -39,6 +54,7 @@ impl ApiError {
                 validations: Vec::new(),
             },
             close: false,
+            format: Format::Json,
         }
     }
 
@@ -103,6 +119,84 @@ impl ApiError {
         tracing::error!(error = %cause, "{message}");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
+
+    /// A workspace agent that could not be reached, or did not answer as an
+    /// agent does: 500 with coderd's message and, as coderd, the cause as the
+    /// detail (it names the agent's side, nothing of the server's).
+    pub fn agent_failed(message: impl Into<String>, cause: impl std::fmt::Display) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message).detail(cause.to_string())
+    }
+
+    /// The agent's own call ran out of time (coderd: the request's context
+    /// ended): 408 with `Request timed out.`.
+    pub fn agent_timed_out(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::REQUEST_TIMEOUT, message).detail("Request timed out.")
+    }
+
+    /// An error the agent answered (`codersdk.Error`), passed on with the
+    /// agent's status and `codersdk.Response`, as coderd does.
+    pub fn from_agent(status: u16, body: sdk::Response) -> ApiError {
+        ApiError {
+            body,
+            ..ApiError::new(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                "",
+            )
+        }
+    }
+
+    /// The web terminal's `WriteWorkspaceApp404` page: no such agent, or the
+    /// caller may not reach it.
+    pub fn app_not_found() -> ApiError {
+        ApiError::page(
+            StatusCode::NOT_FOUND,
+            "Application Not Found",
+            "The application or workspace you are trying to access does not exist or you do not have permission to access it.",
+        )
+    }
+
+    /// The web terminal's `WriteWorkspaceAppOffline` page (the agent is not
+    /// connected).
+    pub fn app_unavailable(description: impl Into<String>) -> ApiError {
+        ApiError::page(
+            StatusCode::NOT_FOUND,
+            "Application Unavailable",
+            description,
+        )
+    }
+
+    /// The web terminal's `WriteWorkspaceApp500` page; the cause goes to the log.
+    pub fn app_internal(cause: &dyn std::fmt::Display) -> ApiError {
+        tracing::warn!(error = %cause, "workspace app auth server error");
+        ApiError::page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal Server Error",
+            "An internal server error occurred.",
+        )
+    }
+
+    fn page(status: StatusCode, title: &str, description: impl Into<String>) -> ApiError {
+        ApiError {
+            format: Format::Page,
+            ..ApiError::new(status, title).detail(description)
+        }
+    }
+
+    /// A WebSocket from a page of another site (coder/websocket's
+    /// `authenticateOrigin`): 403 in plain text, as its `http.Error`.
+    pub fn websocket_origin(why: impl Into<String>) -> ApiError {
+        ApiError {
+            format: Format::Text,
+            ..ApiError::new(StatusCode::FORBIDDEN, why)
+        }
+    }
+}
+
+/// A failed dial: coderd's 500 for `AgentConn`, the reason as the detail.
+impl From<crate::peer::DialError> for ApiError {
+    fn from(e: crate::peer::DialError) -> ApiError {
+        ApiError::agent_failed("Internal error dialing workspace agent.", e)
+    }
 }
 
 impl From<StoreError> for ApiError {
@@ -130,7 +224,11 @@ impl From<Refusal> for ApiError {
 
 impl Reply for ApiError {
     fn into_response(self) -> Response {
-        let mut resp = json_response(self.status, &self.body);
+        let mut resp = match self.format {
+            Format::Json => json_response(self.status, &self.body),
+            Format::Page => error_page(self.status, &self.body),
+            Format::Text => plain_text(self.status, format!("{}\n", self.body.message)),
+        };
         if self.close {
             resp.headers_mut().insert(
                 warp::http::header::CONNECTION,
@@ -180,8 +278,16 @@ pub fn method_not_allowed(allow: &'static str) -> Response {
 /// `GET /derp` without an upgrade: 426 as Go's `http.Error` writes it (a
 /// plain-text line, not Coder's JSON: `derphttp.Handler` answers it).
 pub fn derp_upgrade_required() -> Response {
-    let mut resp = Response::new("DERP requires connection upgrade\n".into());
-    *resp.status_mut() = StatusCode::UPGRADE_REQUIRED;
+    plain_text(
+        StatusCode::UPGRADE_REQUIRED,
+        "DERP requires connection upgrade\n".to_owned(),
+    )
+}
+
+/// Go's `http.Error`: plain text, `nosniff`.
+fn plain_text(status: StatusCode, text: String) -> Response {
+    let mut resp = Response::new(text.into());
+    *resp.status_mut() = status;
     let headers = resp.headers_mut();
     headers.insert(
         warp::http::header::CONTENT_TYPE,
@@ -192,6 +298,39 @@ pub fn derp_upgrade_required() -> Response {
         warp::http::HeaderValue::from_static("nosniff"),
     );
     resp
+}
+
+/// Coder's static error page, small: the status and title as the heading,
+/// the description below (`body.detail`), HTML-escaped.
+fn error_page(status: StatusCode, body: &sdk::Response) -> Response {
+    let heading = format!("{} - {}", status.as_u16(), escape_html(&body.message));
+    let description = escape_html(body.detail.as_deref().unwrap_or(""));
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"UTF-8\" />\n<title>{heading}</title>\n</head>\n<body>\n<h1>{heading}</h1>\n<p>{description}</p>\n</body>\n</html>\n"
+    );
+    let mut resp = Response::new(html.into());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    resp
+}
+
+/// Escapes text for HTML as Go's `html/template` does.
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&#34;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A JSON body already encoded (with its trailing newline).

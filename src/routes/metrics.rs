@@ -56,7 +56,11 @@ async fn scrape(app: App, authorization: Option<String>) -> Result<Response, Api
             .render(
                 agents,
                 bytes,
-                (app.connections.len(), app.coordinator.peer_count()),
+                (
+                    app.connections.len(),
+                    app.coordinator.peer_count(),
+                    app.dialer.tunnels(),
+                ),
                 app.derp.stats(),
             )
             .into(),

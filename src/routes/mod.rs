@@ -5,6 +5,7 @@
 //! (path and method, then extractors, then `.then(handler)`), followed by its
 //! handlers as plain async functions returning `Result<_, ApiError>`.
 
+mod agent_conn;
 mod agents;
 mod app_status;
 mod buildinfo;
@@ -19,6 +20,8 @@ mod instance_identity;
 mod log_sources;
 mod logs;
 mod metrics;
+mod pty;
+mod reach;
 mod reinit;
 mod rpc;
 mod serve;
@@ -144,6 +147,34 @@ pub const ROUTES: &[Route] = &[
         allow: "GET",
     },
     Route {
+        template: "/api/v2/workspaceagents/{workspaceagent}/listening-ports",
+        allow: "GET",
+    },
+    Route {
+        template: "/api/v2/workspaceagents/{workspaceagent}/containers",
+        allow: "GET",
+    },
+    Route {
+        template: "/api/v2/workspaceagents/{workspaceagent}/containers/watch",
+        allow: "GET",
+    },
+    Route {
+        template: "/api/v2/workspaceagents/{workspaceagent}/containers/devcontainers/{devcontainer}",
+        allow: "DELETE",
+    },
+    Route {
+        template: "/api/v2/workspaceagents/{workspaceagent}/containers/devcontainers/{devcontainer}/recreate",
+        allow: "POST",
+    },
+    Route {
+        template: "/api/v2/workspaceagents/{workspaceagent}/pty",
+        allow: "GET",
+    },
+    Route {
+        template: "/api/v2/applications/reconnecting-pty-signed-token",
+        allow: "POST",
+    },
+    Route {
         template: "/derp",
         allow: "GET",
     },
@@ -197,6 +228,10 @@ pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
         .or(derp::routes(app))
         .unify()
         .or(logs::routes(app))
+        .unify()
+        .or(reach::routes(app))
+        .unify()
+        .or(pty::routes(app))
         .unify()
         .or(agents::routes(app))
         .unify()

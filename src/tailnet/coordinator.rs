@@ -56,6 +56,18 @@ pub fn agent_address(prefix: &[u8; 6], id: Uuid) -> std::net::Ipv6Addr {
     std::net::Ipv6Addr::from(bytes)
 }
 
+/// The agent's address under Tailscale's service prefix: the one coderd
+/// (and appliance's peer) dials.
+pub fn agent_tailscale_address(id: Uuid) -> std::net::Ipv6Addr {
+    agent_address(&TAILSCALE_PREFIX, id)
+}
+
+/// A random address under Tailscale's service prefix (coderd's
+/// `TailscaleServicePrefix.RandomPrefix()` for its own node).
+pub fn random_tailscale_address() -> std::net::Ipv6Addr {
+    agent_address(&TAILSCALE_PREFIX, Uuid::new_v4())
+}
+
 /// Decides whether one peer may open a tunnel to an agent (`/tailnet`: the
 /// agent's workspace is one the user may `ssh` into). Called without the
 /// coordinator's lock held.
@@ -73,6 +85,9 @@ pub enum Auth {
     /// A user's client over `/tailnet` (`ClientUserCoordinateeAuth`): tunnels
     /// to agents the authorizer allows.
     User(TunnelAuthorizer),
+    /// appliance's own tailnet peer (`peer::AgentDialer`, coderd's
+    /// `ServerTailnet`): tunnels to any agent, a client's rules otherwise.
+    Server,
 }
 
 impl std::fmt::Debug for Auth {
@@ -81,6 +96,7 @@ impl std::fmt::Debug for Auth {
             Auth::Agent(id) => write!(f, "Agent({id})"),
             Auth::Client { agent } => write!(f, "Client {{ agent: {agent} }}"),
             Auth::User(_) => write!(f, "User"),
+            Auth::Server => write!(f, "Server"),
         }
     }
 }
@@ -158,6 +174,7 @@ impl Auth {
                 }
                 client_node_requests(req)
             }
+            Auth::Server => client_node_requests(req),
         }
     }
 }

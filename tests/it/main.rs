@@ -32,6 +32,7 @@ mod manifest;
 mod metrics;
 mod ops_backup;
 mod packaging;
+mod reach;
 mod reinit;
 mod reload;
 mod rpc;

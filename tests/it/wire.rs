@@ -27,6 +27,19 @@ fn routes(agent: &str) -> Vec<(String, &'static str)> {
         (format!("{w}/me/gitauth"), "GET"),
         (format!("{w}/me/gitsshkey"), "GET"),
         (format!("{w}/me/reinit"), "GET"),
+        (format!("{w}/{agent}/listening-ports"), "GET"),
+        (format!("{w}/{agent}/containers"), "GET"),
+        (format!("{w}/{agent}/containers/watch"), "GET"),
+        (format!("{w}/{agent}/containers/devcontainers/d1"), "DELETE"),
+        (
+            format!("{w}/{agent}/containers/devcontainers/d1/recreate"),
+            "POST",
+        ),
+        (format!("{w}/{agent}/pty"), "GET"),
+        (
+            "/api/v2/applications/reconnecting-pty-signed-token".into(),
+            "POST",
+        ),
         ("/external-auth/github".into(), "GET"),
         ("/external-auth/github/callback".into(), "GET"),
     ]
