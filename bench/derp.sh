@@ -50,37 +50,26 @@ KEYS="${KEYS:-2000}"
 
 die() { echo "bench/derp.sh: $*" >&2; exit 2; }
 here="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=bench/lib/netns.sh
+. "$here/bench/lib/netns.sh"
 
 if [[ "${DERPBENCH_IN_NETNS:-}" != 1 ]]; then
   # ---- outside the namespace: the builds ----
   [[ "$(id -u)" == 0 ]] || die "needs root (unshare -n); run it with sudo"
   for tool in go unshare ip python3 getconf; do command -v "$tool" >/dev/null || die "$tool not found"; done
   for n in $SIZES $PAIRS_LIST $ROUNDS $PINGS $IDLE $KEYS; do [[ "$n" =~ ^[0-9]+$ ]] || die "not a whole number: $n"; done
-  if [[ -z "${BIN:-}" ]]; then
-    command -v cargo >/dev/null || die "cargo not found (or give BIN=)"
-    echo "building the release binary..." >&2
-    (cd "$here" && cargo build --release --quiet --bin appliance)
-    BIN="$(cd "$here" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/appliance"
-  fi
-  BIN="$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")"
-  [[ -x "$BIN" ]] || die "$BIN is not an executable"
-  TOOL_DIR="$(mktemp -d /tmp/derpbench.XXXXXX)"
-  TOOL="$TOOL_DIR/derpbench"
-  echo "building derpbench (tests/interop/go/derpbench)..." >&2
-  (cd "$here/tests/interop/go" && go build -o "$TOOL" ./derpbench) || { rm -rf "$TOOL_DIR"; die "go build failed"; }
+  bench_build_appliance
+  bench_build_tool derpbench
   need=$(( IDLE * 2 + 4096 ))
   if (( $(ulimit -n) < need )); then
     ulimit -n "$need" 2>/dev/null || die "open-files limit $(ulimit -n) is below $need and cannot be raised (hard limit $(ulimit -Hn))"
   fi
   export BIN TOOL TOOL_DIR DERPBENCH_IN_NETNS=1 SIZES PAIRS_LIST ROUNDS SECONDS_PER_CASE PINGS IDLE KEYS
-  # shellcheck disable=SC2016 # $0 is expanded by the inner sh
-  exec unshare -n -- sh -c 'ip link set lo up && ip addr add 192.0.2.1/32 dev lo && exec bash "$0"' "$0"
+  bench_enter_netns "$0"
 fi
 
 # ---- inside the namespace: only lo (127.0.0.1, 192.0.2.1) ----
-if ip route show default 2>/dev/null | grep -q .; then
-  die "a default route exists inside the namespace; refusing to run"
-fi
+bench_check_netns
 TMP="$(mktemp -d /tmp/derpbench-run.XXXXXX)"
 PIDS=()
 cleanup() {
@@ -95,20 +84,11 @@ loadavg() { cut -d' ' -f1 /proc/loadavg; }
 CLK_TCK="$(getconf CLK_TCK)"
 LOAD_START="$(loadavg)"
 
-clean_env=(env -u RUST_LOG -u BIN -u TOOL -u TOOL_DIR -u DERPBENCH_IN_NETNS)
-while IFS='=' read -r name _; do
-  [[ "$name" == APPLIANCE_* ]] && clean_env+=(-u "$name")
-done < <(env)
-"${clean_env[@]}" APPLIANCE_HTTP__MAX_CONNECTIONS=$(( IDLE + 1000 )) \
-  "$BIN" serve --db "$TMP/a.db" --listen 127.0.0.1:3000 2>"$TMP/serve.log" &
-APP_PID=$!; PIDS+=("$APP_PID")
+bench_clean_env BIN TOOL TOOL_DIR DERPBENCH_IN_NETNS
+bench_start_appliance "$TMP/serve.log" APPLIANCE_HTTP__MAX_CONNECTIONS=$(( IDLE + 1000 ))
 "$TOOL" serve-go --listen 127.0.0.1:4000 2>"$TMP/go.log" &
 GO_PID=$!; PIDS+=("$GO_PID")
-for _ in $(seq 150); do
-  "$BIN" healthcheck --url http://127.0.0.1:3000 --timeout 1s >/dev/null 2>&1 && break
-  kill -0 "$APP_PID" 2>/dev/null || { cat "$TMP/serve.log" >&2; die "appliance serve exited"; }
-  sleep 0.2
-done
+bench_wait_appliance "$TMP/serve.log"
 kill -0 "$GO_PID" 2>/dev/null || { cat "$TMP/go.log" >&2; die "derpbench serve-go exited"; }
 sleep 1
 url_of() { if [[ $1 == go ]]; then echo http://127.0.0.1:4000/derp; else echo http://127.0.0.1:3000/derp; fi; }
@@ -165,26 +145,9 @@ for which in appliance go; do
 done
 
 # The SSH keystroke round trip: a workspace with one agent, a user token.
-user_token="$("$BIN" token create --user admin --db "$TMP/a.db")"
-mkdir -p "$TMP/home"
-cat >"$TMP/ws.toml" <<EOF
-name = "bench"
-owner = "admin"
-
-[[resources]]
-name = "box"
-type = "bench_machine"
-
-  [[resources.agents]]
-  name = "bench"
-  auth = "token"
-  os = "linux"
-  arch = "amd64"
-  directory = "$TMP/home"
-EOF
-"$BIN" workspace apply "$TMP/ws.toml" --db "$TMP/a.db" --output json >"$TMP/apply.json"
+bench_workspace bench
 echo "ssh: $KEYS keystrokes through appliance's relay" >&2
-r="$(APPLIANCE_URL=http://127.0.0.1:3000 APPLIANCE_USER_TOKEN="$user_token" APPLIANCE_APPLY_JSON="$TMP/apply.json" \
+r="$(APPLIANCE_URL=http://127.0.0.1:3000 APPLIANCE_USER_TOKEN="$USER_TOKEN" APPLIANCE_APPLY_JSON="$APPLY_JSON" \
   "$TOOL" ssh-rtt --agent bench --count "$KEYS" 2>"$TMP/ssh.log")" || { tail -n 30 "$TMP/ssh.log" >&2; die "derpbench ssh-rtt failed"; }
 record ssh appliance "$r"
 if [[ -n "${KEEP:-}" ]]; then cp "$out" "$KEEP"; fi

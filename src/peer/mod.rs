@@ -107,10 +107,12 @@ pub struct AgentDialer {
     relay: Arc<Relay>,
     shutdown: CancellationToken,
     running: OnceCell<Arc<Running>>,
+    idle_timeout: Duration,
 }
 
 /// What exists once the first dial started the peer.
 struct Running {
+    idle_timeout: Duration,
     peer: Peer,
     derp: mpsc::Sender<Bytes>,
     stack: Arc<netstack::Stack>,
@@ -168,7 +170,15 @@ impl AgentDialer {
             relay,
             shutdown,
             running: OnceCell::new(),
+            idle_timeout: IDLE_TIMEOUT,
         }
+    }
+
+    /// Tests: tear tunnels down sooner.
+    #[cfg(test)]
+    pub fn with_idle_timeout(mut self, idle: Duration) -> AgentDialer {
+        self.idle_timeout = idle;
+        self
     }
 
     /// How many tunnels are up (for `/metrics`).
@@ -254,6 +264,7 @@ impl AgentDialer {
         .map_err(|e| DialError::Relay(e.0))?;
 
         let run = Arc::new(Running {
+            idle_timeout: self.idle_timeout,
             peer,
             derp,
             stack: stack.clone(),
@@ -505,7 +516,7 @@ impl Running {
             // the next packet starts a new handshake.
             let expired = t.tick(&mut self.relay_to(&t.key)).is_err();
             let unused = t.addrs.iter().all(|a| self.stack.connections_to(*a) == 0);
-            let idle = t.idle_for() >= IDLE_TIMEOUT;
+            let idle = t.idle_for() >= self.idle_timeout;
             let dead = expired && unused;
             if dead || (idle && unused) {
                 let mut tables = self.lock();

@@ -163,28 +163,31 @@ async fn fake_agent(w: &World, id: Uuid) -> FakeAgent {
             }
         })));
     }
-    // Echo every connection on port 4, one at a time.
-    tasks.push(tokio::spawn(async move {
-        loop {
-            let mut conn = stack.accept(AGENT_HTTP_PORT).await;
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 << 10];
-                loop {
-                    match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => {
-                            let _ = conn.shutdown().await;
-                            return;
-                        }
-                        Ok(n) => {
-                            if conn.write_all(&buf[..n]).await.is_err() {
+    // Echo every connection on port 4 (four listeners: concurrent dials).
+    for _ in 0..4 {
+        let stack = stack.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let mut conn = stack.accept(AGENT_HTTP_PORT).await;
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 << 10];
+                    loop {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => {
+                                let _ = conn.shutdown().await;
                                 return;
+                            }
+                            Ok(n) => {
+                                if conn.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
                             }
                         }
                     }
-                }
-            });
-        }
-    }));
+                });
+            }
+        }));
+    }
     // READY_FOR_HANDSHAKE back to whoever sent us their node.
     let agent_peer = Arc::new(peer);
     {
@@ -294,6 +297,48 @@ async fn an_agent_without_a_node_is_refused_and_a_gone_agent_closes_its_tunnel()
         .await
         .expect("dial after restart");
     assert_eq!(echo_round_trip(&mut s, b"again").await, b"again");
+    w.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn concurrent_dials_share_one_tunnel_and_an_idle_one_is_torn_down() {
+    let mut w = world();
+    w.dialer = AgentDialer::new(
+        Keys::generate(),
+        Some(REGION),
+        w.coordinator.clone(),
+        w.relay.clone(),
+        w.shutdown.clone(),
+    )
+    .with_idle_timeout(Duration::from_secs(1));
+    let agent = fake_agent(&w, Uuid::new_v4()).await;
+    let (a, b) = tokio::join!(
+        w.dialer.dial(agent.id, AGENT_HTTP_PORT),
+        w.dialer.dial(agent.id, AGENT_HTTP_PORT)
+    );
+    let (mut a, mut b) = (a.expect("first"), b.expect("second"));
+    assert_eq!(w.dialer.tunnels(), 1, "one tunnel for both");
+    assert_eq!(echo_round_trip(&mut a, b"a").await, b"a");
+    assert_eq!(echo_round_trip(&mut b, b"b").await, b"b");
+    // Open connections keep an idle tunnel up.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(w.dialer.tunnels(), 1, "in use: kept");
+    assert_eq!(echo_round_trip(&mut a, b"still").await, b"still");
+    drop((a, b));
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while w.dialer.tunnels() != 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the unused tunnel is torn down");
+    // And made again on the next dial.
+    let mut c = w
+        .dialer
+        .dial(agent.id, AGENT_HTTP_PORT)
+        .await
+        .expect("dial again");
+    assert_eq!(echo_round_trip(&mut c, b"c").await, b"c");
     w.shutdown.cancel();
 }
 

@@ -66,6 +66,7 @@ ip addr add 192.0.2.1/32 dev lo
 tmp="$(mktemp -d /tmp/appliance-interop.XXXXXX)"
 port=3000
 health_port=8081
+reach_app_port=8082
 url="http://127.0.0.1:$port"
 log="$tmp/server.log"
 server_pid=""
@@ -92,7 +93,9 @@ user_token="$("$APPLIANCE_BIN" token create --user admin --db "$tmp/a.db")"
 
 # The harness's workspace: agent "rpc" for tier 1 (the generated clients), agent
 # "real" for tier 2 (Coder's agent), agent "dial" for tier 3 (Coder's agent
-# reached by Coder's client). The Go tests assert these values.
+# reached by Coder's client), agent "reach" for tier 4 (Coder's agent reached by
+# appliance's server; its app's port is one appliance leaves out of
+# listening-ports). The Go tests assert these values.
 mkdir -p "$tmp/home"
 cat >"$tmp/interop.toml" <<EOF
 name = "interop"
@@ -147,6 +150,18 @@ type = "interop_machine"
   os = "linux"
   arch = "amd64"
   directory = "$tmp/home"
+
+  [[resources.agents]]
+  name = "reach"
+  auth = "token"
+  os = "linux"
+  arch = "amd64"
+  directory = "$tmp/home"
+
+    [[resources.agents.apps]]
+    slug = "reach-app"
+    display_name = "Reach app"
+    url = "http://127.0.0.1:$reach_app_port/"
 EOF
 "$APPLIANCE_BIN" workspace apply "$tmp/interop.toml" --db "$tmp/a.db" --output json >"$tmp/apply.json"
 
@@ -155,6 +170,8 @@ export APPLIANCE_USER_TOKEN="$user_token"
 export APPLIANCE_APPLY_JSON="$tmp/apply.json"
 export APPLIANCE_HEALTH_PORT="$health_port"
 export INTEROP_CODER_VERSION="$coder_version"
+# Tier 4's fake docker and devcontainer CLIs (POSIX sh; see fakes/README.md).
+export INTEROP_FAKES_DIR="$here/fakes"
 export GOPROXY=off
 
 echo "== go test (Coder's clients and agent against appliance)"

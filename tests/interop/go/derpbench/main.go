@@ -26,7 +26,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"sort"
 	"strconv"
@@ -43,16 +42,10 @@ import (
 	"tailscale.com/types/key"
 	"tailscale.com/types/logger"
 
-	"github.com/coder/coder/v2/agent"
-	"github.com/coder/coder/v2/codersdk"
-	"github.com/coder/coder/v2/codersdk/agentsdk"
 	"github.com/coder/coder/v2/codersdk/workspacesdk"
 
 	"appliance.invalid/interop/internal/harness"
 )
-
-// The embedded relay's region (derp.region_id's default).
-const embeddedRegion = 999
 
 func main() {
 	if len(os.Args) < 2 {
@@ -495,27 +488,13 @@ func idle(u string, n int) error {
 // relay only (BlockEndpoints), an SSH session with a PTY running cat in raw
 // mode (as a shell's line editor runs): one byte typed, wait for it back.
 func sshRTT(raw, applyFile, userToken, agentName string, n int) error {
-	u, err := url.Parse(raw)
-	if err != nil || raw == "" {
-		return fmt.Errorf("--url %q (or APPLIANCE_URL): %v", raw, err)
-	}
-	e := &harness.Env{URL: u, UserToken: userToken}
-	b, err := os.ReadFile(applyFile)
+	e, err := harness.LoadFrom(raw, userToken, applyFile)
 	if err != nil {
-		return fmt.Errorf("--apply (or APPLIANCE_APPLY_JSON): %w", err)
+		return fmt.Errorf("--url, --apply (or APPLIANCE_URL, APPLIANCE_APPLY_JSON): %w", err)
 	}
-	if err := json.Unmarshal(b, &e.Applied); err != nil {
+	agentID, token, err := e.AgentByName(agentName)
+	if err != nil {
 		return fmt.Errorf("%s: %w", applyFile, err)
-	}
-	var token string
-	agentID := e.Applied.Agents[0].ID
-	for _, a := range e.Applied.Agents {
-		if a.Name == agentName {
-			agentID, token = a.ID, a.Token
-		}
-	}
-	if token == "" {
-		return fmt.Errorf("no agent %q with a token in %s", agentName, applyFile)
 	}
 	log := slog.Make(sloghuman.Sink(os.Stderr)).Leveled(slog.LevelError)
 	dir, err := os.MkdirTemp("", "derpbench-agent")
@@ -523,52 +502,12 @@ func sshRTT(raw, applyFile, userToken, agentName string, n int) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	a := agent.New(agent.Options{
-		Client:        agentsdk.New(u, agentsdk.WithFixedToken(token)),
-		Logger:        log.Named("agent"),
-		TempDir:       dir,
-		LogDir:        dir,
-		ScriptDataDir: dir,
-	})
+	a := e.NewAgent(token, dir, log, harness.AgentOptions{})
 	defer a.Close()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	waitFor := func(what string, cond func() string) error {
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			last := cond()
-			if last == "" {
-				return nil
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("%s: not within 60s: %s", what, last)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
-	if err := waitFor("agent connected and ready", func() string {
-		got, err := e.GetAgent(ctx, agentID)
-		if err != nil {
-			return err.Error()
-		}
-		if got.Status != codersdk.WorkspaceAgentConnected || got.LifecycleState != codersdk.WorkspaceAgentLifecycleReady {
-			return fmt.Sprintf("status=%q lifecycle_state=%q", got.Status, got.LifecycleState)
-		}
-		return ""
-	}); err != nil {
-		return err
-	}
-	if err := waitFor("the agent's home DERP is the embedded relay", func() string {
-		tc := a.TailnetConn()
-		if tc == nil || tc.Node() == nil {
-			return "no tailnet node yet"
-		}
-		if n := tc.Node(); n.PreferredDERP != embeddedRegion {
-			return fmt.Sprintf("preferred_derp=%d", n.PreferredDERP)
-		}
-		return ""
-	}); err != nil {
+	if err := e.WaitAgent(ctx, agentID, a); err != nil {
 		return err
 	}
 

@@ -23,66 +23,24 @@ import (
 
 	"github.com/google/uuid"
 
-	"cdr.dev/slog/v3"
-	"cdr.dev/slog/v3/sloggers/slogtest"
-
-	"github.com/coder/coder/v2/agent"
-	"github.com/coder/coder/v2/codersdk"
-	"github.com/coder/coder/v2/codersdk/agentsdk"
 	"github.com/coder/coder/v2/codersdk/workspacesdk"
 
 	"appliance.invalid/interop/internal/harness"
 )
 
 // What tests/interop/run.sh's manifest declares.
-const (
-	dialAgentName = "dial"
-	// The embedded relay's region (derp.region_id's default).
-	embeddedRegion = 999
-)
+const dialAgentName = "dial"
 
 func TestDialAgent(t *testing.T) {
 	e := harness.Load(t)
-	agentID, token := e.Agent(t, dialAgentName)
-
-	logger := slogtest.Make(t, &slogtest.Options{IgnoreErrors: true}).Leveled(slog.LevelDebug)
-	dir := t.TempDir()
-	a := agent.New(agent.Options{
-		Client:              agentsdk.New(e.URL, agentsdk.WithFixedToken(token)),
-		Logger:              logger.Named("agent"),
-		TempDir:             dir,
-		LogDir:              dir,
-		ScriptDataDir:       dir,
-		Devcontainers:       false,
-		SocketServerEnabled: false,
-	})
-	t.Cleanup(func() { _ = a.Close() })
+	// Coder's agent connects; its magicsock picks appliance's relay as its
+	// home (netcheck against /derp/latency-check) and its node reaches the
+	// coordinator.
+	agentID, _ := harness.StartAgent(t, e, dialAgentName, harness.AgentOptions{})
+	logger := harness.TestLogger(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-
-	harness.Eventually(t, 60*time.Second, "agent connected and ready", func() string {
-		got, err := e.GetAgent(ctx, agentID)
-		if err != nil {
-			return err.Error()
-		}
-		if got.Status != codersdk.WorkspaceAgentConnected || got.LifecycleState != codersdk.WorkspaceAgentLifecycleReady {
-			return fmt.Sprintf("status=%q lifecycle_state=%q", got.Status, got.LifecycleState)
-		}
-		return ""
-	})
-	// The agent's magicsock picks appliance's relay as its home (netcheck
-	// against /derp/latency-check) and its node reaches the coordinator.
-	harness.Eventually(t, 30*time.Second, "the agent's home DERP is the embedded relay", func() string {
-		tc := a.TailnetConn()
-		if tc == nil || tc.Node() == nil {
-			return "no tailnet node yet"
-		}
-		if n := tc.Node(); n.PreferredDERP != embeddedRegion {
-			return fmt.Sprintf("preferred_derp=%d", n.PreferredDERP)
-		}
-		return ""
-	})
 
 	relayedBefore, err := e.Metric(ctx, "appliance_derp_packets_relayed_total")
 	if err != nil {
@@ -115,8 +73,8 @@ func TestDialAgent(t *testing.T) {
 			if p2p {
 				t.Fatalf("ping went peer to peer with endpoints blocked: %+v", pong)
 			}
-			if pong == nil || pong.DERPRegionID != embeddedRegion {
-				t.Fatalf("pong = %+v, want it relayed by region %d", pong, embeddedRegion)
+			if pong == nil || pong.DERPRegionID != harness.EmbeddedRegion {
+				t.Fatalf("pong = %+v, want it relayed by region %d", pong, harness.EmbeddedRegion)
 			}
 			t.Logf("ping: %s via DERP region %d (%s)", d, pong.DERPRegionID, pong.DERPRegionCode)
 			return

@@ -14,12 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"cdr.dev/slog/v3"
-	"cdr.dev/slog/v3/sloggers/slogtest"
-
-	"github.com/coder/coder/v2/agent"
 	"github.com/coder/coder/v2/codersdk"
-	"github.com/coder/coder/v2/codersdk/agentsdk"
 
 	"appliance.invalid/interop/internal/harness"
 )
@@ -33,7 +28,6 @@ const (
 
 func TestRealAgent(t *testing.T) {
 	e := harness.Load(t)
-	agentID, token := e.Agent(t, realAgentName)
 	if e.HealthPort == "" {
 		t.Fatal("APPLIANCE_HEALTH_PORT unset")
 	}
@@ -51,23 +45,8 @@ func TestRealAgent(t *testing.T) {
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
 
-	logger := slogtest.Make(t, &slogtest.Options{IgnoreErrors: true}).Leveled(slog.LevelDebug)
-	dir := t.TempDir()
-	a := agent.New(agent.Options{
-		Client:              agentsdk.New(e.URL, agentsdk.WithFixedToken(token)),
-		Logger:              logger.Named("agent"),
-		TempDir:             dir,
-		LogDir:              dir,
-		ScriptDataDir:       dir,
-		Devcontainers:       false,
-		SocketServerEnabled: false,
-	})
-	closed := false
-	t.Cleanup(func() {
-		if !closed {
-			_ = a.Close()
-		}
-	})
+	// Waiting for it is what the subtests below check.
+	agentID, a := harness.LaunchAgent(t, e, realAgentName, harness.AgentOptions{})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -174,7 +153,6 @@ func TestRealAgent(t *testing.T) {
 	})
 
 	t.Run("closed: off and disconnected", func(t *testing.T) {
-		closed = true
 		if err := a.Close(); err != nil {
 			t.Logf("agent Close: %v", err)
 		}

@@ -51,34 +51,53 @@ func Load(t *testing.T) *Env {
 	if raw == "" {
 		t.Skip("APPLIANCE_URL unset: run tests/interop/run.sh")
 	}
-	u, err := url.Parse(raw)
+	e, err := LoadFrom(raw, os.Getenv("APPLIANCE_USER_TOKEN"), os.Getenv("APPLIANCE_APPLY_JSON"))
 	if err != nil {
-		t.Fatalf("APPLIANCE_URL: %v", err)
+		t.Fatal(err)
 	}
-	e := &Env{URL: u, UserToken: os.Getenv("APPLIANCE_USER_TOKEN"), HealthPort: os.Getenv("APPLIANCE_HEALTH_PORT")}
-	b, err := os.ReadFile(os.Getenv("APPLIANCE_APPLY_JSON"))
+	e.HealthPort = os.Getenv("APPLIANCE_HEALTH_PORT")
+	return e
+}
+
+// LoadFrom is Load for commands (the benchmarks): appliance's URL, a user
+// token and the `workspace apply --output json` file.
+func LoadFrom(rawURL, userToken, applyFile string) (*Env, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil || rawURL == "" {
+		return nil, fmt.Errorf("APPLIANCE_URL %q: %v", rawURL, err)
+	}
+	e := &Env{URL: u, UserToken: userToken}
+	b, err := os.ReadFile(applyFile)
 	if err != nil {
-		t.Fatalf("APPLIANCE_APPLY_JSON: %v", err)
+		return nil, fmt.Errorf("APPLIANCE_APPLY_JSON: %v", err)
 	}
 	if err := json.Unmarshal(b, &e.Applied); err != nil {
-		t.Fatalf("decode %s: %v", os.Getenv("APPLIANCE_APPLY_JSON"), err)
+		return nil, fmt.Errorf("decode %s: %v", applyFile, err)
 	}
-	return e
+	return e, nil
 }
 
 // Agent returns the id and token of the manifest's agent called name.
 func (e *Env) Agent(t *testing.T, name string) (uuid.UUID, string) {
 	t.Helper()
+	id, token, err := e.AgentByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id, token
+}
+
+// AgentByName is Agent for commands.
+func (e *Env) AgentByName(name string) (uuid.UUID, string, error) {
 	for _, a := range e.Applied.Agents {
 		if a.Name == name {
 			if a.Token == "" {
-				t.Fatalf("agent %q: no token in the apply output", name)
+				return uuid.Nil, "", fmt.Errorf("agent %q: no token in the apply output", name)
 			}
-			return a.ID, a.Token
+			return a.ID, a.Token, nil
 		}
 	}
-	t.Fatalf("agent %q not in the apply output", name)
-	return uuid.Nil, ""
+	return uuid.Nil, "", fmt.Errorf("agent %q not in the apply output", name)
 }
 
 // UserClient is codersdk's client with the user token.
@@ -125,15 +144,23 @@ func (e *Env) GetLogs(ctx context.Context, id uuid.UUID) ([]codersdk.WorkspaceAg
 // passes; then it fails with the last reason cond gave.
 func Eventually(t *testing.T, timeout time.Duration, what string, cond func() string) {
 	t.Helper()
+	if err := Poll(timeout, what, cond); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Poll is Eventually for commands: the error names what did not happen and
+// the last reason cond gave.
+func Poll(timeout time.Duration, what string, cond func() string) error {
 	deadline := time.Now().Add(timeout)
 	last := ""
 	for {
 		last = cond()
 		if last == "" {
-			return
+			return nil
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s: %s", what, timeout, last)
+			return fmt.Errorf("%s: not within %s: %s", what, timeout, last)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
