@@ -1,6 +1,7 @@
-//! Credentials: making, recognising and hashing API keys and agent tokens.
+//! Credentials: making, recognising and hashing API keys, agent tokens and
+//! the dashboard's one-time sign-in link tokens; the rules for usernames.
 //!
-//! Neither kind is ever stored in the clear ("Decisions for appliance" 2): the
+//! None of them is ever stored in the clear ("Decisions for appliance" 2): the
 //! database holds SHA-256 digests, so a stolen database file or backup cannot be
 //! used to sign in. Pure functions; no SQL, no HTTP.
 
@@ -120,6 +121,46 @@ pub fn agent_token_hash(token: &str) -> [u8; 32] {
     }
 }
 
+/// A username people and the CLI can use: letters, digits and single
+/// hyphens, at most 32 characters, no hyphen first or last.
+pub fn valid_username(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--")
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// An email address, loosely: `local@domain`, no spaces or controls.
+pub fn valid_email(email: &str) -> bool {
+    match email.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !domain.contains('@')
+                && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
+        None => false,
+    }
+}
+
+/// The length of a dashboard sign-in link's token (`appliance login-link`).
+pub const LOGIN_LINK_TOKEN_LEN: usize = 32;
+
+/// A fresh one-time sign-in link token and the digest the database keeps.
+pub fn new_login_link_token() -> (String, [u8; 32]) {
+    let token = random_alphanumeric(LOGIN_LINK_TOKEN_LEN);
+    let hash = sha256(token.as_bytes());
+    (token, hash)
+}
+
+/// Whether `token` has the shape of a sign-in link token (checked before
+/// it is looked up).
+pub fn is_login_link_token(token: &str) -> bool {
+    token.len() == LOGIN_LINK_TOKEN_LEN && token.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
 /// How many tokens an agent may hold at once; minting one more revokes the
 /// oldest. Bounds the rows a retry storm of instance-identity sign-ins can add.
 pub const MAX_LIVE_AGENT_TOKENS: usize = 8;
@@ -161,6 +202,25 @@ mod tests {
         assert_eq!(parsed.get_version_num(), 4);
         assert_eq!(agent_token_hash(&t.token.to_uppercase()), t.hash);
         assert_ne!(agent_token_hash("not-a-uuid"), t.hash);
+    }
+
+    #[test]
+    fn usernames() {
+        for ok in ["alice", "a", "bob-2", "A1"] {
+            assert!(valid_username(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "a--b", "a b", "ä", &"x".repeat(33)] {
+            assert!(!valid_username(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn login_link_tokens() {
+        let (token, hash) = new_login_link_token();
+        assert!(is_login_link_token(&token));
+        assert_eq!(sha256(token.as_bytes()), hash);
+        assert!(!is_login_link_token("short"));
+        assert!(!is_login_link_token(&"-".repeat(LOGIN_LINK_TOKEN_LEN)));
     }
 
     #[test]

@@ -17,6 +17,10 @@
 //! - `manifest`: workspace manifests (what an operator writes instead of a template).
 //! - `auth`: API keys, agent tokens and roles; only digests are stored.
 //! - `agent_status`: connection status and health, derived from timestamps.
+//! - `agent_start`: the line (and the cloud-init user data) that starts
+//!   Coder's agent on a machine.
+//! - `agent_binaries`: the directory of Coder's agent binaries `GET /bin/`
+//!   serves: safe names, opening, digests.
 //! - `identity`: cloud instance-identity proofs (AWS, Azure, GCP), verified
 //!   offline; no I/O, the clock passed in.
 //! - `sign_in`: the rest of instance-identity sign-in: trust files, JWKS
@@ -31,10 +35,14 @@
 //! - `rpc`: the agent's RPC connection (`/me/rpc`); today its DRPC layer and
 //!   the protobuf messages of the Agent and Tailnet services.
 //! - `agent`: the workspace side (`appliance agent auth`, `appliance agent logs`).
+//! - `web`: the dashboard's pages (askama templates, view structs, the
+//!   embedded stylesheet and script); `routes/web.rs` serves them.
 //!
 //! See ARCHITECTURE.md for the invariants.
 
 pub(crate) mod agent;
+pub(crate) mod agent_binaries;
+pub(crate) mod agent_start;
 pub(crate) mod agent_status;
 pub(crate) mod agentapi;
 pub(crate) mod app;
@@ -56,3 +64,4 @@ pub(crate) mod server;
 pub mod sign_in;
 pub mod store;
 pub(crate) mod tailnet;
+pub(crate) mod web;

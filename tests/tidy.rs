@@ -427,7 +427,8 @@ fn architecture_code_map_matches_the_modules() {
 /// repository (`../shared/...`), URL paths and placeholders are not checked.
 fn cited_paths(text: &str) -> Vec<String> {
     const EXT: &[&str] = &[
-        ".rs", ".md", ".toml", ".sql", ".sh", ".json", ".service", ".py", ".go", ".pem",
+        ".rs", ".md", ".toml", ".sql", ".sh", ".json", ".service", ".py", ".go", ".pem", ".png",
+        ".mjs", ".html",
     ];
     const DIRS: &[&str] = &[
         "src/",
@@ -437,6 +438,7 @@ fn cited_paths(text: &str) -> Vec<String> {
         "bench/",
         "examples/",
         "fuzz/",
+        "docs/",
         ".ci/",
     ];
     text.split('`')
@@ -515,6 +517,38 @@ fn cited_paths_exist() {
     report(
         "a cited path that is not in the repository",
         "point at the file where it lives now, or say what it is without a path",
+        &found,
+    );
+}
+
+/// The relative targets of Markdown links and images (`[..](path)`,
+/// `![..](path)`): not web addresses, not anchors.
+fn markdown_targets(text: &str) -> Vec<String> {
+    text.split("](")
+        .skip(1)
+        .filter_map(|rest| rest.split_once(')').map(|(target, _)| target))
+        .map(|t| t.split('#').next().unwrap_or(t).trim())
+        .filter(|t| !t.is_empty() && !t.contains("://") && !t.starts_with("mailto:"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn readme_links_and_images_exist() {
+    let text = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    let targets = markdown_targets(&text);
+    assert!(
+        targets.iter().any(|t| t.ends_with(".png")),
+        "README's Dashboard section shows screenshots: {targets:?}"
+    );
+    let found: Vec<String> = targets
+        .into_iter()
+        .filter(|t| !root().join(t).is_file())
+        .map(|t| format!("README.md links to {t}"))
+        .collect();
+    report(
+        "a README link or image whose file is not in the repository",
+        "commit the file (screenshots live in docs/screenshots/) or fix the path",
         &found,
     );
 }

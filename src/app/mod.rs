@@ -58,6 +58,9 @@ pub struct App {
     /// /applications/reconnecting-pty-signed-token`, HMAC-SHA256); kept in
     /// the database like `resume_key`.
     pub pty_token_key: [u8; 32],
+    /// Signs the dashboard's CSRF tokens (HMAC-SHA256 of the session's API
+    /// key id); kept in the database like `resume_key`.
+    pub csrf_key: [u8; 32],
     /// The tailnet coordinator: agents' and clients' nodes and tunnels.
     pub coordinator: crate::tailnet::coordinator::Coordinator,
     /// Agents connected over `/me/rpc`, watched by the connection monitor.
@@ -103,7 +106,8 @@ impl App {
         relay::watch_database(&store, hub.clone())?;
         let derp = Arc::new(crate::derp::Relay::new(derp_key(&store)?));
         let resume_key = resume_key(&store)?;
-        let pty_token_key = pty_token_key(&store)?;
+        let pty_token_key = server_key(&store, PTY_TOKEN_KEY_NAME, "web terminal token")?;
+        let csrf_key = server_key(&store, CSRF_KEY_NAME, "dashboard CSRF")?;
         let shutdown = CancellationToken::new();
         let coordinator = crate::tailnet::coordinator::Coordinator::default();
         let dialer = Arc::new(crate::peer::AgentDialer::new(
@@ -134,6 +138,7 @@ impl App {
             coordinator,
             resume_key,
             pty_token_key,
+            csrf_key,
             derp_map: tokio::sync::watch::Sender::new(Arc::new(derp_map)),
             dialer,
             derp,
@@ -187,20 +192,18 @@ fn peer_keys(store: &Store) -> anyhow::Result<crate::peer::Keys> {
 /// The name of the web terminal's token key among the server keys.
 const PTY_TOKEN_KEY_NAME: &str = "reconnecting_pty_token";
 
-/// The web terminal's token key: made on first start, then read from the
-/// database.
-fn pty_token_key(store: &Store) -> anyhow::Result<[u8; 32]> {
+/// The name of the dashboard's CSRF key among the server keys.
+const CSRF_KEY_NAME: &str = "dashboard_csrf";
+
+/// A 32-byte key of the server's (`what` names it in errors): made on first
+/// start, then read from the database.
+fn server_key(store: &Store, name: &str, what: &str) -> anyhow::Result<[u8; 32]> {
     let fresh: [u8; 32] = rand::random();
     let stored = store.write(|tx| {
-        crate::store::server_keys::get_or_insert(
-            tx,
-            PTY_TOKEN_KEY_NAME,
-            &fresh,
-            crate::store::now(),
-        )
+        crate::store::server_keys::get_or_insert(tx, name, &fresh, crate::store::now())
     })?;
     <[u8; 32]>::try_from(stored.as_slice())
-        .map_err(|_| anyhow::anyhow!("the stored web terminal token key is damaged"))
+        .map_err(|_| anyhow::anyhow!("the stored {what} key is damaged"))
 }
 
 fn derp_key(store: &Store) -> anyhow::Result<crate::derp::ServerKey> {

@@ -10,6 +10,7 @@ mod external_auth;
 pub(crate) mod generate;
 mod healthcheck;
 mod identity;
+mod login_link;
 mod output;
 mod token;
 mod user;
@@ -100,6 +101,8 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Print a one-time link that signs a user in to the dashboard.
+    LoginLink(self::login_link::LoginLinkArgs),
     /// Create, rebuild, stop and delete workspaces from manifests.
     #[command(subcommand)]
     Workspace(WorkspaceCommand),
@@ -223,11 +226,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             cmd,
             &out,
         ),
-        Command::Workspace(cmd) => workspace::run(
-            &server::start::open_store(&globals.config()?, true)?,
-            cmd,
-            &out,
-        ),
+        Command::Workspace(cmd) => {
+            let config = globals.config()?;
+            let store = server::start::open_store(&config, true)?;
+            workspace::run(&store, &config.access_url, cmd, &out)
+        }
+        Command::LoginLink(args) => {
+            let config = globals.config()?;
+            let store = server::start::open_store(&config, true)?;
+            login_link::run(&store, &config.access_url, &args, &out)
+        }
         Command::Identity(cmd) => identity::run(&globals.config()?, cmd, &out),
         Command::ExternalAuth(cmd) => {
             let config = globals.config()?;
@@ -245,9 +253,11 @@ fn check_config(loaded: &config::Loaded, out: &Printer) -> anyhow::Result<()> {
     let derp_map =
         crate::tailnet::derp_map::from_config(&loaded.config, |p| std::fs::read_to_string(p));
     let now = OffsetDateTime::now_utc();
+    let binaries = AgentBinaries::read(&loaded.config);
     match out.format {
         Output::Json => {
             let mut v = loaded.render_json();
+            v["agent_binaries"] = binaries.json();
             match &derp_map {
                 Ok(map) => {
                     v["derp_map"] =
@@ -313,6 +323,7 @@ fn check_config(loaded: &config::Loaded, out: &Printer) -> anyhow::Result<()> {
                 }
                 Err(e) => text.push_str(&format!("# error: {e}\n")),
             }
+            text.push_str(&binaries.text());
             text.push_str("\n# instance-identity trust material\n");
             match &trust {
                 Ok(t) => {
@@ -334,6 +345,97 @@ fn check_config(loaded: &config::Loaded, out: &Printer) -> anyhow::Result<()> {
     }
     derp_map.map_err(|e| anyhow::anyhow!(e))?;
     trust.map(|_| ())
+}
+
+/// `agent_binaries.dir` as `check-config` shows it: each file `GET /bin/`
+/// serves with its size and SHA-256, what it leaves out, and warnings.
+struct AgentBinaries {
+    dir: Option<PathBuf>,
+    listing: crate::agent_binaries::Listing,
+    warnings: Vec<String>,
+}
+
+impl AgentBinaries {
+    /// Lists the directory (reading every file to hash it).
+    fn read(config: &config::Config) -> AgentBinaries {
+        let dir = config.agent_binaries.dir.clone();
+        let mut warnings = Vec::new();
+        let listing = match &dir {
+            None => Default::default(),
+            Some(d) => match crate::agent_binaries::list(d) {
+                Ok(l) => {
+                    for s in l.skipped.iter().filter(|s| s.mistake) {
+                        warnings.push(format!(
+                            "{} in agent_binaries.dir is not served: {} (copy the file itself there)",
+                            s.name, s.reason
+                        ));
+                    }
+                    if l.files.is_empty() {
+                        warnings.push(format!(
+                            "agent_binaries.dir {} holds no file to serve: put Coder's binaries there (coder-linux-amd64, ...)",
+                            d.display()
+                        ));
+                    }
+                    l
+                }
+                Err(e) => {
+                    warnings.push(format!(
+                        "agent_binaries.dir {} cannot be read ({e}): GET /bin/ fails until it can",
+                        d.display()
+                    ));
+                    Default::default()
+                }
+            },
+        };
+        AgentBinaries {
+            dir,
+            listing,
+            warnings,
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "dir": self.dir.as_ref().map(|d| d.to_string_lossy().into_owned()),
+            "files": self.listing.files.iter().map(|f| json!({
+                "name": f.name, "size": f.size, "sha256": f.sha256,
+            })).collect::<Vec<_>>(),
+            "skipped": self.listing.skipped.iter().map(|s| json!({
+                "name": s.name, "reason": s.reason,
+            })).collect::<Vec<_>>(),
+            "warnings": self.warnings,
+        })
+    }
+
+    fn text(&self) -> String {
+        let Some(dir) = &self.dir else {
+            return "\n# agent binaries: none served (agent_binaries.dir is not set)\n".into();
+        };
+        let mut text = format!(
+            "\n# agent binaries (GET /bin/NAME) from {}\n",
+            dir.display()
+        );
+        let width = self
+            .listing
+            .files
+            .iter()
+            .map(|f| f.name.len())
+            .max()
+            .unwrap_or(0);
+        for f in &self.listing.files {
+            text.push_str(&format!(
+                "#   {:<width$}  {:>11} bytes  sha256 {}\n",
+                f.name, f.size, f.sha256
+            ));
+        }
+        for s in self.listing.skipped.iter().filter(|s| !s.mistake) {
+            text.push_str(&format!("# note: {} is not served: {}\n", s.name, s.reason));
+        }
+        for w in &self.warnings {
+            text.push_str(&format!("# warning: {w}\n"));
+        }
+        text
+    }
 }
 
 #[cfg(test)]

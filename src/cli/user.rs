@@ -6,7 +6,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use super::output::Printer;
-use crate::auth::Role;
+use crate::auth::{self, Role};
 use crate::gitsshkey;
 use crate::store::{self, Store, StoreError};
 
@@ -34,27 +34,6 @@ pub enum UserCommand {
     },
 }
 
-fn valid_username(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 32
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-        && !name.contains("--")
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-}
-
-fn valid_email(email: &str) -> bool {
-    match email.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && !domain.is_empty()
-                && !domain.contains('@')
-                && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-        }
-        None => false,
-    }
-}
-
 pub(super) fn find_user(store: &Store, name: &str) -> anyhow::Result<store::users::UserRow> {
     store
         .read(|c| store::users::user_by_name(c, name))?
@@ -75,12 +54,12 @@ pub(super) fn run(
 ) -> anyhow::Result<()> {
     match cmd {
         UserCommand::Create { name, email, role } => {
-            if !valid_username(&name) {
+            if !auth::valid_username(&name) {
                 bail!(
                     "\"{name}\" is not a valid username: use letters, digits and single hyphens, at most 32 characters"
                 );
             }
-            if !email.is_empty() && !valid_email(&email) {
+            if !email.is_empty() && !auth::valid_email(&email) {
                 bail!("\"{email}\" is not an email address: use name@domain, or leave --email out");
             }
             let now = OffsetDateTime::now_utc();
@@ -160,19 +139,4 @@ fn parse_role(s: &str) -> Result<Role, String> {
         let names: Vec<_> = Role::ALL.iter().map(|r| r.as_str()).collect();
         format!("use one of: {}", names.join(", "))
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn usernames() {
-        for ok in ["alice", "a", "bob-2", "A1"] {
-            assert!(valid_username(ok), "{ok}");
-        }
-        for bad in ["", "-a", "a-", "a--b", "a b", "ä", &"x".repeat(33)] {
-            assert!(!valid_username(bad), "{bad}");
-        }
-    }
 }

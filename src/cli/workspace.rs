@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use super::output::Printer;
 use super::user::find_user;
 use crate::store::{self, Store, StoreError};
-use crate::{auth, manifest};
+use crate::{agent_start, auth, manifest};
 
 #[derive(Debug, Subcommand)]
 pub enum WorkspaceCommand {
@@ -87,7 +87,14 @@ fn resolve_workspace(
     }
 }
 
-pub(super) fn run(store: &Store, cmd: WorkspaceCommand, out: &Printer) -> anyhow::Result<()> {
+/// `access_url` is where agents reach the server: `apply` prints, per
+/// agent, the line that downloads Coder's agent from it and starts it.
+pub(super) fn run(
+    store: &Store,
+    access_url: &str,
+    cmd: WorkspaceCommand,
+    out: &Printer,
+) -> anyhow::Result<()> {
     let now = OffsetDateTime::now_utc();
     match cmd {
         WorkspaceCommand::Apply { file, prebuild } => {
@@ -135,8 +142,9 @@ pub(super) fn run(store: &Store, cmd: WorkspaceCommand, out: &Printer) -> anyhow
                     },
                 )
             })?;
-            out.emit(&applied_json(&applied, &tokens), || {
-                applied_text(&applied, &tokens)
+            let starts = start_lines(access_url, &ws, &applied, &tokens);
+            out.emit(&applied_json(&applied, &tokens, &starts), || {
+                applied_text(&applied, &tokens, &starts)
             });
         }
         WorkspaceCommand::List => {
@@ -253,11 +261,50 @@ pub(super) fn run(store: &Store, cmd: WorkspaceCommand, out: &Printer) -> anyhow
     Ok(())
 }
 
+/// Each new agent's start lines (`agent_start`), with its token when it
+/// has one: the download from `access_url` for the manifest's os and arch.
+fn start_lines(
+    access_url: &str,
+    ws: &manifest::Workspace,
+    applied: &store::workspaces::AppliedBuild,
+    tokens: &BTreeMap<uuid::Uuid, String>,
+) -> BTreeMap<uuid::Uuid, agent_start::StartLines> {
+    // Agent names are unique in a workspace (the manifest checks it).
+    let declared: BTreeMap<&str, &manifest::Agent> = ws
+        .resources
+        .iter()
+        .flat_map(|r| &r.agents)
+        .flat_map(|a| std::iter::once(a).chain(&a.children))
+        .map(|a| (a.name.as_str(), a))
+        .collect();
+    applied
+        .agents
+        .iter()
+        .map(|a| {
+            let (os, arch) = declared
+                .get(a.name.as_str())
+                .map_or(("linux", "amd64"), |d| {
+                    (d.operating_system.as_str(), d.architecture.as_str())
+                });
+            let start = agent_start::AgentStart {
+                name: &a.name,
+                auth: a.auth,
+                os,
+                arch,
+                token: tokens.get(&a.id).map(String::as_str),
+            };
+            (a.id, agent_start::lines(access_url, &start))
+        })
+        .collect()
+}
+
 /// `workspace apply --output json`: the build and its agents, with each
-/// new token (shown only this once).
+/// new token (shown only this once) and the lines that start the agent
+/// (`start.shell`, `start.cloud_init`).
 fn applied_json(
     applied: &store::workspaces::AppliedBuild,
     tokens: &BTreeMap<uuid::Uuid, String>,
+    starts: &BTreeMap<uuid::Uuid, agent_start::StartLines>,
 ) -> serde_json::Value {
     let agents: Vec<_> = applied
         .agents
@@ -266,6 +313,9 @@ fn applied_json(
             let mut v = json!({"id": a.id, "name": a.name, "parent_id": a.parent_id, "auth": a.auth.as_str()});
             if let Some(t) = tokens.get(&a.id) {
                 v["token"] = json!(t);
+            }
+            if let Some(s) = starts.get(&a.id) {
+                v["start"] = json!({"shell": s.shell, "cloud_init": s.cloud_init});
             }
             v
         })
@@ -277,10 +327,13 @@ fn applied_json(
     })
 }
 
-/// `workspace apply` for people.
+/// `workspace apply` for people: per agent its token, the shell line that
+/// starts it, and the cloud-init user data (indented; `--output json` has
+/// it as is).
 fn applied_text(
     applied: &store::workspaces::AppliedBuild,
     tokens: &BTreeMap<uuid::Uuid, String>,
+    starts: &BTreeMap<uuid::Uuid, agent_start::StartLines>,
 ) -> String {
     let mut s = format!(
         "workspace {}/{} build #{} ({} agent{})\n",
@@ -303,6 +356,20 @@ fn applied_text(
         s.push('\n');
         if let Some(t) = tokens.get(&a.id) {
             s.push_str(&format!("    token (shown once): {t}\n"));
+        }
+        if let Some(start) = starts.get(&a.id) {
+            s.push_str(&format!(
+                "    start it on the machine:\n      {}\n",
+                start.shell
+            ));
+            s.push_str("    or as cloud-init user data:\n");
+            for line in start.cloud_init.lines() {
+                if line.is_empty() {
+                    s.push('\n');
+                } else {
+                    s.push_str(&format!("      {line}\n"));
+                }
+            }
         }
     }
     s

@@ -110,6 +110,17 @@ settings! {
         },
         metrics: MetricsConfig,
         derp: DerpConfig,
+        agent_binaries: AgentBinariesConfig,
+    }
+
+    /// Coder's agent binaries, served at `GET /bin/{name}` as coderd does.
+    pub struct AgentBinariesConfig in RawAgentBinaries {
+        /// The directory whose files (`coder-linux-amd64`, ...) are served;
+        /// unset: `/bin/` answers 404. Its files are read at request time.
+        dir: Option<PathBuf> = key {
+            default: "", file: String,
+            parse: |v| parse_optional(v, |s| Ok(PathBuf::from(s))),
+        },
     }
 
     /// The DERP map clients and agents are given, and the embedded relay.

@@ -420,7 +420,7 @@ fn unknown_file_keys_are_errors_naming_key_and_file() {
     assert!(err.to_string().contains("[log]"), "{err}");
     assert!(
         err.to_string().ends_with(
-            "(known top-level keys: access_url, [agent], [database], db, [derp], [http], [identity], \
+            "(known top-level keys: access_url, [agent], [agent_binaries], [database], db, [derp], [http], [identity], \
              listen, [log], [logs], [metrics], ssh_keygen_algorithm)"
         ),
         "{err}"

@@ -30,8 +30,8 @@ pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
 }
 
 /// Everything the response is built from, read in one go.
-struct AgentData {
-    agent: AgentRow,
+pub(super) struct AgentData {
+    pub agent: AgentRow,
     apps: Vec<store::agents::AppRow>,
     statuses: Vec<store::agents::AppStatusRow>,
     scripts: Vec<store::agents::ScriptRow>,
@@ -57,14 +57,7 @@ async fn get_agent(app: App, token: Option<String>, raw_id: String) -> Result<Re
     // One short read on this thread: authenticate, authorise, load.
     let data = read_inline(&app.store, move |conn| {
         let agent = readable_agent(conn, token.as_deref(), &raw_id, now)?;
-        let id = agent.id;
-        Ok(AgentData {
-            apps: store::agents::apps(conn, id)?,
-            statuses: store::agents::app_statuses(conn, id)?,
-            scripts: store::agents::scripts(conn, id)?,
-            sources: store::agents::log_sources(conn, id)?,
-            agent,
-        })
+        Ok(agent_data(conn, agent)?)
     })?;
     let (id, owner_id) = (data.agent.id, data.agent.owner_id);
     let valid_until = agent_status::changes_after(
@@ -87,6 +80,18 @@ async fn get_agent(app: App, token: Option<String>, raw_id: String) -> Result<Re
         },
     );
     Ok(json_bytes(StatusCode::OK, bytes))
+}
+
+/// What hangs off `agent`, read on `conn` (one transaction with the agent).
+pub(super) fn agent_data(conn: &store::Connection, agent: AgentRow) -> store::Result<AgentData> {
+    let id = agent.id;
+    Ok(AgentData {
+        apps: store::agents::apps(conn, id)?,
+        statuses: store::agents::app_statuses(conn, id)?,
+        scripts: store::agents::scripts(conn, id)?,
+        sources: store::agents::log_sources(conn, id)?,
+        agent,
+    })
 }
 
 pub(super) fn timestamps(agent: &AgentRow) -> agent_status::Timestamps {
@@ -120,7 +125,13 @@ fn json_strings(raw: &str) -> Vec<String> {
     serde_json::from_str(raw).unwrap_or_default()
 }
 
-fn workspace_agent(data: AgentData, now: OffsetDateTime, app: &App) -> sdk::WorkspaceAgent {
+/// The agent as `GET /workspaceagents/{id}` answers it (the dashboard's
+/// agent page shows the same).
+pub(super) fn workspace_agent(
+    data: AgentData,
+    now: OffsetDateTime,
+    app: &App,
+) -> sdk::WorkspaceAgent {
     let AgentData {
         agent,
         apps,

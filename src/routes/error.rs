@@ -95,6 +95,22 @@ impl ApiError {
         ApiError::new(StatusCode::TOO_MANY_REQUESTS, message)
     }
 
+    /// `GET /bin/{name}`: an `If-Match` or `If-Unmodified-Since` that does
+    /// not hold (Go's `http.ServeContent` answers 412 with no body).
+    pub fn precondition_failed() -> ApiError {
+        ApiError::new(StatusCode::PRECONDITION_FAILED, "Precondition failed.")
+    }
+
+    /// `GET /bin/{name}`: a `Range` no part of which is in the file, or one
+    /// that does not parse (416 for both, as Go's `http.ServeContent`).
+    pub fn range_not_satisfiable(detail: impl Into<String>) -> ApiError {
+        ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "Requested range not satisfiable.",
+        )
+        .detail(detail)
+    }
+
     /// A long wait (the reinit stream before its first event, an
     /// external-auth `listen`) ended because the server is shutting down.
     pub fn shutting_down() -> ApiError {
@@ -196,6 +212,37 @@ impl ApiError {
 impl From<crate::peer::DialError> for ApiError {
     fn from(e: crate::peer::DialError) -> ApiError {
         ApiError::agent_failed("Internal error dialing workspace agent.", e)
+    }
+}
+
+/// An agent binary that is not served: 404 as coderd's `/bin/` (which also
+/// answers 404 for names with a slash); a directory or file that cannot be
+/// read is the server's fault, logged.
+impl From<crate::agent_binaries::OpenError> for ApiError {
+    fn from(e: crate::agent_binaries::OpenError) -> ApiError {
+        use crate::agent_binaries::OpenError;
+        let not_found = || ApiError::not_found("Agent binary not found.");
+        match e {
+            OpenError::InvalidName(why) => not_found().detail(format!(
+                "Not a binary name: {why}. Ask for a file of agent_binaries.dir by its name, e.g. /bin/coder-linux-amd64."
+            )),
+            OpenError::NotFound => {
+                not_found().detail("agent_binaries.dir holds no file of that name.")
+            }
+            OpenError::Outside => {
+                tracing::warn!(
+                    "a file in agent_binaries.dir is a symlink that leads out of the directory; it is not served"
+                );
+                not_found().detail("agent_binaries.dir holds no file of that name.")
+            }
+            OpenError::Dir(e) => ApiError::internal(
+                "The agent binaries directory cannot be read.",
+                &format!("agent_binaries.dir: {e}"),
+            ),
+            OpenError::Io(e) => {
+                ApiError::internal("An agent binary could not be read.", &e)
+            }
+        }
     }
 }
 

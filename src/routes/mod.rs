@@ -8,6 +8,7 @@
 mod agent_conn;
 mod agents;
 mod app_status;
+mod bin;
 mod buildinfo;
 mod coordinate;
 mod derp;
@@ -27,6 +28,10 @@ mod rpc;
 mod serve;
 mod session;
 mod tailnet;
+mod web;
+mod web_admin;
+mod web_auth;
+mod web_pages;
 
 pub(crate) use serve::serve;
 
@@ -190,6 +195,67 @@ pub const ROUTES: &[Route] = &[
         template: "/external-auth/{externalauth}/callback",
         allow: "GET",
     },
+    Route {
+        template: "/bin/{name}",
+        allow: "GET, HEAD",
+    },
+    // The dashboard (routes/web.rs).
+    Route {
+        template: "/",
+        allow: "GET",
+    },
+    Route {
+        template: "/login",
+        allow: "GET, POST",
+    },
+    Route {
+        template: "/login/link",
+        allow: "GET, POST",
+    },
+    Route {
+        template: "/logout",
+        allow: "POST",
+    },
+    Route {
+        template: "/workspaces",
+        allow: "GET",
+    },
+    Route {
+        template: "/workspaces/{owner}/{workspace}",
+        allow: "GET",
+    },
+    Route {
+        template: "/agents/{workspaceagent}",
+        allow: "GET",
+    },
+    Route {
+        template: "/external-auth",
+        allow: "GET",
+    },
+    Route {
+        template: "/external-auth/{externalauth}/unlink",
+        allow: "POST",
+    },
+    Route {
+        template: "/gitsshkey",
+        allow: "GET",
+    },
+    Route {
+        template: "/admin/users",
+        allow: "GET, POST",
+    },
+    Route {
+        template: "/admin/keys",
+        allow: "GET, POST",
+    },
+    Route {
+        template: "/admin/keys/{key}/revoke",
+        allow: "POST",
+    },
+    Route {
+        template: "/static/{name}",
+        allow: "GET",
+    },
 ];
 
 /// The route templates, for the metrics.
@@ -221,6 +287,8 @@ pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
         .unify()
         .or(buildinfo::routes(app))
         .unify()
+        .or(bin::routes(app))
+        .unify()
         .or(tailnet::routes(app))
         .unify()
         .or(coordinate::routes(app))
@@ -234,6 +302,8 @@ pub fn routes(app: &App) -> BoxedFilter<(Response,)> {
         .or(pty::routes(app))
         .unify()
         .or(agents::routes(app))
+        .unify()
+        .or(web::routes(app))
         .unify()
         .recover(error::recover)
         .unify()
@@ -362,7 +432,6 @@ mod tests {
     fn a_path_that_is_no_route_is_other_whatever_it_carries() {
         for path in [
             "",
-            "/",
             "//healthz",
             "/healthz//",
             "/api/v2/workspaceagents",

@@ -156,8 +156,11 @@ fn prepare_database(config: &Config) -> anyhow::Result<(Store, i64)> {
     if let Some(admin) = created_admin {
         tracing::info!(
             user = %admin.username,
-            "new database: created the first admin user \"{}\"; get an API token with: appliance token create --user {} --db {}",
+            "new database: created the first admin user \"{}\"; get an API token with: appliance token create --user {} --db {} (or sign in to the dashboard at {} with a one-time link: appliance login-link --user {} --db {})",
             admin.username,
+            admin.username,
+            config.db.display(),
+            config.access_url,
             admin.username,
             config.db.display()
         );

@@ -42,6 +42,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0008_script_runs",
         include_str!("migrations/0008_script_runs.sql"),
     ),
+    (
+        "0009_login_links",
+        include_str!("migrations/0009_login_links.sql"),
+    ),
 ];
 
 /// The schema version this binary writes.

@@ -521,3 +521,123 @@ fn a_server_key_is_written_once_and_read_back() {
         .unwrap();
     assert_eq!(other, vec![3; 16]);
 }
+
+#[test]
+fn the_dashboard_overview_lists_live_workspaces_with_their_live_agents() {
+    let (_dir, store) = temp_store();
+    let (alice, bob) = store
+        .write(|tx| {
+            Ok((
+                users::insert_user(tx, "alice", "", users::Role::Member, T0)?,
+                users::insert_user(tx, "bob", "", users::Role::Member, T0)?,
+            ))
+        })
+        .expect("users");
+    let ws = manifest(TWO_AGENTS);
+    // Two builds of alice's: only the second's agents are live.
+    store
+        .write(|tx| workspaces::apply(tx, &ws, alice.id, alice.id, T0))
+        .expect("apply 1");
+    let second = store
+        .write(|tx| workspaces::apply(tx, &ws, alice.id, alice.id, T0))
+        .expect("apply 2");
+    let bobs = store
+        .write(|tx| workspaces::apply(tx, &ws, bob.id, bob.id, T0))
+        .expect("apply bob");
+    store
+        .write(|tx| workspaces::stop(tx, bobs.workspace.id, bob.id, T0))
+        .expect("stop bob");
+
+    let all = store
+        .read(|c| workspaces::overview(c, workspaces::Which::All))
+        .expect("overview");
+    let names: Vec<_> = all
+        .iter()
+        .map(|o| (o.workspace.owner_name.as_str(), o.agents.len()))
+        .collect();
+    assert_eq!(names, [("alice", 3), ("bob", 0)]);
+    let mut live: Vec<_> = all[0].agents.iter().map(|a| a.id).collect();
+    let mut want: Vec<_> = second.agents.iter().map(|a| a.id).collect();
+    live.sort();
+    want.sort();
+    assert_eq!(live, want, "the latest build's agents only");
+    assert_eq!(all[0].latest_build.as_ref().map(|b| b.number), Some(2));
+    assert_eq!(
+        all[1].latest_build.as_ref().map(|b| b.transition.as_str()),
+        Some("stop")
+    );
+
+    let bobs_only = store
+        .read(|c| workspaces::overview(c, workspaces::Which::OwnedBy(bob.id)))
+        .expect("overview");
+    assert_eq!(bobs_only.len(), 1);
+    assert_eq!(bobs_only[0].workspace.owner_id, bob.id);
+    let one = store
+        .read(|c| workspaces::overview(c, workspaces::Which::One(second.workspace.id)))
+        .expect("overview");
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].agents.len(), 3);
+
+    let builds = store
+        .read(|c| workspaces::builds(c, second.workspace.id, 10))
+        .expect("builds");
+    assert_eq!(builds.iter().map(|b| b.number).collect::<Vec<_>>(), [2, 1]);
+    let resources = store
+        .read(|c| workspaces::resources(c, second.build.id))
+        .expect("resources");
+    assert_eq!(resources.len(), 1);
+    assert_eq!(resources[0].name, "vm");
+    assert_eq!(resources[0].instance_id.as_deref(), Some("i-1"));
+}
+
+#[test]
+fn a_login_link_works_once_until_it_expires() {
+    let (_dir, store) = temp_store();
+    let alice = store
+        .write(|tx| users::insert_user(tx, "alice", "", users::Role::Member, T0))
+        .expect("user");
+    let later = T0 + time::Duration::minutes(10);
+    store
+        .write(|tx| users::insert_login_link(tx, &[1; 32], alice.id, T0, later))
+        .expect("link");
+    store
+        .write(|tx| users::insert_login_link(tx, &[2; 32], alice.id, T0, later))
+        .expect("link");
+    let seen = store
+        .read(|c| users::login_link_user(c, &[1; 32], T0))
+        .expect("read");
+    assert_eq!(seen.as_ref().map(|u| u.id), Some(alice.id));
+    let taken = store
+        .write(|tx| users::take_login_link(tx, &[1; 32], T0))
+        .expect("take");
+    assert_eq!(taken.map(|u| u.id), Some(alice.id));
+    let again = store
+        .write(|tx| users::take_login_link(tx, &[1; 32], T0))
+        .expect("take");
+    assert!(again.is_none(), "used up");
+    // At its expiry it is refused, and the next link made purges it.
+    assert!(
+        store
+            .read(|c| users::login_link_user(c, &[2; 32], later))
+            .expect("read")
+            .is_none()
+    );
+    store
+        .write(|tx| {
+            users::insert_login_link(
+                tx,
+                &[3; 32],
+                alice.id,
+                later,
+                later + time::Duration::minutes(1),
+            )
+        })
+        .expect("link");
+    assert!(
+        store
+            .write(|tx| users::take_login_link(tx, &[2; 32], T0))
+            .expect("take")
+            .is_none(),
+        "purged"
+    );
+}

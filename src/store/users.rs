@@ -311,3 +311,60 @@ pub fn put_gitsshkey(
     ])?;
     gitsshkey(conn, user_id)?.ok_or(StoreError::NotFound)
 }
+
+// ----- dashboard sign-in links -----
+
+/// Stores a one-time sign-in link for `user_id` (its token's digest),
+/// valid until `expires_at`; purges every expired link first.
+pub fn insert_login_link(
+    conn: &Connection,
+    token_hash: &[u8],
+    user_id: Uuid,
+    now: OffsetDateTime,
+    expires_at: OffsetDateTime,
+) -> Result<()> {
+    conn.prepare_cached("DELETE FROM login_links WHERE expires_at <= ?1")?
+        .execute([to_micros(now)])?;
+    conn.prepare_cached(
+        "INSERT INTO login_links (token_hash, user_id, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![
+        token_hash,
+        user_id.to_string(),
+        to_micros(now),
+        to_micros(expires_at)
+    ])?;
+    Ok(())
+}
+
+/// The user a sign-in link is for, while it is unused and unexpired; the
+/// link stays usable.
+pub fn login_link_user(
+    conn: &Connection,
+    token_hash: &[u8],
+    now: OffsetDateTime,
+) -> Result<Option<UserRow>> {
+    optional(
+        conn.prepare_cached(
+            "SELECT u.id, u.username, u.email, u.role, u.created_at
+             FROM login_links l JOIN users u ON u.id = l.user_id
+             WHERE l.token_hash = ?1 AND l.expires_at > ?2 AND u.is_system = 0",
+        )?
+        .query_row(params![token_hash, to_micros(now)], user_row),
+    )
+}
+
+/// Uses up a sign-in link: deletes it and returns its user, if it was
+/// unused and unexpired. Run it in a write transaction (with the API key it
+/// leads to), so two uses of one link cannot both succeed.
+pub fn take_login_link(
+    conn: &Connection,
+    token_hash: &[u8],
+    now: OffsetDateTime,
+) -> Result<Option<UserRow>> {
+    let user = login_link_user(conn, token_hash, now)?;
+    conn.prepare_cached("DELETE FROM login_links WHERE token_hash = ?1")?
+        .execute([token_hash])?;
+    Ok(user)
+}

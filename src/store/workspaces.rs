@@ -598,3 +598,179 @@ pub fn build_agents(conn: &Connection, build_id: Uuid) -> Result<Vec<NewAgent>> 
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
+
+// ----- the dashboard's views -----
+
+/// What the dashboard shows of a live agent in lists: enough to derive its
+/// status (`agent_status`) and to name it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentBrief {
+    pub id: Uuid,
+    pub name: String,
+    pub parent_id: Option<Uuid>,
+    pub resource_id: Uuid,
+    pub created_at: OffsetDateTime,
+    pub first_connected_at: Option<OffsetDateTime>,
+    pub last_connected_at: Option<OffsetDateTime>,
+    pub disconnected_at: Option<OffsetDateTime>,
+    pub connection_timeout_seconds: i64,
+    pub lifecycle_state: String,
+    pub version: String,
+    pub operating_system: String,
+    pub architecture: String,
+}
+
+/// A live workspace, its latest build and its live agents.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkspaceOverview {
+    pub workspace: WorkspaceRow,
+    pub latest_build: Option<BuildRow>,
+    /// Display order, then name.
+    pub agents: Vec<AgentBrief>,
+}
+
+/// Which workspaces [`overview`] reads.
+#[derive(Debug, Clone, Copy)]
+pub enum Which {
+    /// Every live workspace (an admin's view).
+    All,
+    /// The live workspaces of one owner.
+    OwnedBy(Uuid),
+    /// One workspace, if live.
+    One(Uuid),
+}
+
+/// Live workspaces (by owner name, then name), each with its latest build
+/// and its live agents: two queries however many there are, for the
+/// dashboard's workspace list.
+pub fn overview(conn: &Connection, which: Which) -> Result<Vec<WorkspaceOverview>> {
+    let (owner, one) = match which {
+        Which::All => (None, None),
+        Which::OwnedBy(owner) => (Some(owner.to_string()), None),
+        Which::One(id) => (None, Some(id.to_string())),
+    };
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {WORKSPACE_COLUMNS}, {BUILD_COLUMNS}
+         FROM workspaces w JOIN users u ON u.id = w.owner_id
+         LEFT JOIN workspace_builds b ON b.workspace_id = w.id AND b.build_number =
+             (SELECT max(b2.build_number) FROM workspace_builds b2 WHERE b2.workspace_id = w.id)
+         WHERE w.deleted = 0 AND (?1 IS NULL OR w.owner_id = ?1) AND (?2 IS NULL OR w.id = ?2)
+         ORDER BY u.username, w.name"
+    ))?;
+    let rows = stmt.query_map(params![owner, one], |r| {
+        let workspace = workspace_row(r)?;
+        let has_build = r.get::<_, Option<String>>(7)?.is_some();
+        let build = if has_build {
+            Some(BuildRow {
+                id: get_uuid(r, 7)?,
+                workspace_id: get_uuid(r, 8)?,
+                number: r.get(9)?,
+                transition: r.get(10)?,
+                initiator_id: get_uuid(r, 11)?,
+                created_at: from_micros(r.get(12)?),
+                job_status: r.get(13)?,
+                job_error: r.get(14)?,
+                prebuild_claim: r.get(15)?,
+            })
+        } else {
+            None
+        };
+        Ok(WorkspaceOverview {
+            workspace,
+            latest_build: build,
+            agents: Vec::new(),
+        })
+    })?;
+    let mut out: Vec<WorkspaceOverview> = rows.collect::<rusqlite::Result<_>>()?;
+    let index: std::collections::HashMap<Uuid, usize> = out
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (o.workspace.id, i))
+        .collect();
+    // Live agents are those of each workspace's latest build (`deleted = 0`).
+    let mut stmt = conn.prepare_cached(
+        "SELECT b.workspace_id, a.id, a.name, a.parent_id, a.resource_id, a.created_at,
+                a.first_connected_at, a.last_connected_at, a.disconnected_at,
+                a.connection_timeout_seconds, a.lifecycle_state, a.version,
+                a.operating_system, a.architecture, a.display_order
+         FROM workspaces w
+         JOIN workspace_builds b ON b.workspace_id = w.id
+         JOIN workspace_resources r ON r.build_id = b.id
+         JOIN workspace_agents a ON a.resource_id = r.id
+         WHERE w.deleted = 0 AND a.deleted = 0
+           AND (?1 IS NULL OR w.owner_id = ?1) AND (?2 IS NULL OR w.id = ?2)",
+    )?;
+    // Sorted per workspace below, not here: an ORDER BY over every agent
+    // made SQLite sort them all in a temporary B-tree, a third of the
+    // query's time for an admin's 1,000 agents.
+    let agents = stmt.query_map(params![owner, one], |r| {
+        Ok((
+            get_uuid(r, 0)?,
+            AgentBrief {
+                id: get_uuid(r, 1)?,
+                name: r.get(2)?,
+                parent_id: super::get_opt_uuid(r, 3)?,
+                resource_id: get_uuid(r, 4)?,
+                created_at: from_micros(r.get(5)?),
+                first_connected_at: super::opt_from_micros(r.get(6)?),
+                last_connected_at: super::opt_from_micros(r.get(7)?),
+                disconnected_at: super::opt_from_micros(r.get(8)?),
+                connection_timeout_seconds: r.get(9)?,
+                lifecycle_state: r.get(10)?,
+                version: r.get(11)?,
+                operating_system: r.get(12)?,
+                architecture: r.get(13)?,
+            },
+            r.get::<_, i64>(14)?,
+        ))
+    })?;
+    let mut grouped: Vec<Vec<(i64, AgentBrief)>> = out.iter().map(|_| Vec::new()).collect();
+    for row in agents {
+        let (workspace_id, agent, order) = row?;
+        if let Some(&i) = index.get(&workspace_id) {
+            grouped[i].push((order, agent));
+        }
+    }
+    // Each workspace's agents by display order, then name.
+    for (o, mut agents) in out.iter_mut().zip(grouped) {
+        agents.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)));
+        o.agents = agents.into_iter().map(|(_, a)| a).collect();
+    }
+    Ok(out)
+}
+
+/// The workspace's builds, newest first, at most `limit`.
+pub fn builds(conn: &Connection, workspace_id: Uuid, limit: usize) -> Result<Vec<BuildRow>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {BUILD_COLUMNS} FROM workspace_builds b
+         WHERE b.workspace_id = ?1 ORDER BY b.build_number DESC LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(params![workspace_id.to_string(), limit as i64], build_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// A resource a build recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceRow {
+    pub id: Uuid,
+    pub name: String,
+    pub kind: String,
+    pub instance_id: Option<String>,
+}
+
+/// The resources of a build, in the order the manifest declared them.
+pub fn resources(conn: &Connection, build_id: Uuid) -> Result<Vec<ResourceRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, name, type, instance_id FROM workspace_resources
+         WHERE build_id = ?1 ORDER BY created_at, rowid",
+    )?;
+    let rows = stmt.query_map([build_id.to_string()], |r| {
+        Ok(ResourceRow {
+            id: get_uuid(r, 0)?,
+            name: r.get(1)?,
+            kind: r.get(2)?,
+            instance_id: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}

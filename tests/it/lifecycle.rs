@@ -15,6 +15,10 @@ fn the_first_start_creates_the_admin_user_and_says_how_to_get_a_token() {
         line.contains("appliance token create --user admin"),
         "{line}"
     );
+    assert!(
+        line.contains("appliance login-link --user admin"),
+        "the dashboard's way in: {line}"
+    );
     let users = server.cli(&["user", "list", "--output", "json"]).json();
     assert_eq!(users.as_array().expect("users").len(), 1);
     assert_eq!(users[0]["username"], "admin");

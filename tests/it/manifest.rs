@@ -73,9 +73,10 @@ fn apply_json_describes_workspace_build_and_agents() {
     let main = agent(&v, "main");
     assert_eq!(
         sorted_keys(main),
-        ["auth", "id", "name", "parent_id", "token"]
+        ["auth", "id", "name", "parent_id", "start", "token"]
     );
     assert_eq!(main["auth"], "token");
+    assert_eq!(sorted_keys(&main["start"]), ["cloud_init", "shell"]);
     assert_eq!(main["parent_id"], Value::Null);
     let token = main["token"].as_str().expect("token");
     let parsed = Uuid::parse_str(token).expect("agent token is a UUID");
@@ -85,7 +86,7 @@ fn apply_json_describes_workspace_build_and_agents() {
     let cloud = agent(&v, "cloud");
     assert_eq!(
         sorted_keys(cloud),
-        ["auth", "id", "name", "parent_id"],
+        ["auth", "id", "name", "parent_id", "start"],
         "no token for instance identity"
     );
     assert_eq!(cloud["auth"], "aws-instance-identity");

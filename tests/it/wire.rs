@@ -42,6 +42,22 @@ fn routes(agent: &str) -> Vec<(String, &'static str)> {
         ),
         ("/external-auth/github".into(), "GET"),
         ("/external-auth/github/callback".into(), "GET"),
+        ("/bin/coder-linux-amd64".into(), "GET, HEAD"),
+        // The dashboard (tests/it/web.rs).
+        ("/".into(), "GET"),
+        ("/login".into(), "GET, POST"),
+        ("/login/link".into(), "GET, POST"),
+        ("/logout".into(), "POST"),
+        ("/workspaces".into(), "GET"),
+        ("/workspaces/admin/dev".into(), "GET"),
+        (format!("/agents/{agent}"), "GET"),
+        ("/external-auth".into(), "GET"),
+        ("/external-auth/github/unlink".into(), "POST"),
+        ("/gitsshkey".into(), "GET"),
+        ("/admin/users".into(), "GET, POST"),
+        ("/admin/keys".into(), "GET, POST"),
+        ("/admin/keys/0123456789/revoke".into(), "POST"),
+        ("/static/app.css".into(), "GET"),
     ]
 }
 
