@@ -42,6 +42,19 @@ pub fn session_token() -> impl Filter<Extract = (Option<String>,), Error = Infal
 
 pub const SESSION_COOKIE: &str = "coder_session_token";
 
+/// The value of cookie `name`, if the request carries a non-empty one.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(warp::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
+}
+
 fn find_token(headers: &HeaderMap, query: &[(String, String)]) -> Option<String> {
     let non_empty = |s: &str| {
         let s = s.trim();
@@ -53,14 +66,7 @@ fn find_token(headers: &HeaderMap, query: &[(String, String)]) -> Option<String>
             .find(|(k, _)| k == key)
             .and_then(|(_, v)| non_empty(v))
     };
-    let cookie = headers
-        .get_all(warp::http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == SESSION_COOKIE)
-        .and_then(|(_, v)| non_empty(v));
+    let cookie = cookie(headers, SESSION_COOKIE).map(str::to_string);
     let header = headers
         .get("Coder-Session-Token")
         .and_then(|v| v.to_str().ok())

@@ -30,7 +30,7 @@ use warp::http::{HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Response;
 
 use super::error::ApiError;
-use super::filters::{SESSION_COOKIE, query_pairs, read_body, with_app};
+use super::filters::{SESSION_COOKIE, cookie, query_pairs, read_body, with_app};
 use super::session::user_for_key_cached;
 use super::{web_admin, web_auth, web_pages};
 use crate::app::App;
@@ -174,19 +174,6 @@ impl Session {
     pub fn is_admin(&self) -> bool {
         self.user.role == auth::Role::Admin
     }
-}
-
-/// The value of cookie `name`, if the request carries a non-empty one.
-pub(super) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(warp::http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim())
-        .filter(|v| !v.is_empty())
 }
 
 /// The user the session cookie signs in, or a 401 (which pages answer with

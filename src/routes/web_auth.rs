@@ -13,10 +13,10 @@ use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 
 use super::error::ApiError;
-use super::filters::SESSION_COOKIE;
+use super::filters::{SESSION_COOKIE, cookie};
 use super::session::{read_inline, user_for_key};
 use super::web::{
-    Form, PRE_SESSION_COOKIE, PageError, check_post, cookie, csrf_token, field, page, redirect,
+    Form, PRE_SESSION_COOKIE, PageError, check_post, csrf_token, field, page, redirect,
     respond_page, session, set_cookie,
 };
 use crate::app::App;
